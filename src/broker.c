@@ -1,0 +1,765 @@
+#include "broker.h"
+
+#include <poll.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "backoff.h"
+#include "log.h"
+
+/* Frames handled per callback before yielding to other watchers; the idle
+ * watcher resumes where it stopped. */
+#define BROKER_DRAIN_MAX 512
+
+struct pending {
+	uint64_t seq;
+	void *token;   /* NULL once confirmed out of order */
+};
+
+struct broker {
+	struct ev_loop *loop;
+	struct broker_ops ops;
+	void *ctx;
+	struct connector_params params;
+	size_t max_payload;
+	int max_unconfirmed;
+	double reconnect_max;
+
+	enum broker_state state;
+	amqp_connection_state_t conn;   /* only while UP */
+	uint64_t gen;                   /* bumped for every new connection */
+	int heartbeat;
+	bool reply_durable;
+	bool blocked;                   /* connection.blocked by the broker */
+	char *consumer_tag;
+	struct connector *connector;    /* only while CONNECTING */
+	struct backoff backoff;
+	bool attempted;                 /* a first attempt has ended */
+
+	ev_io io_r;
+	ev_io io_w;
+	ev_idle idle;
+	ev_timer hb;
+	ev_timer retry;
+	ev_tstamp last_rx;
+
+	/* Results awaiting their confirm, in publish (= sequence) order. */
+	struct pending *ring;
+	size_t ring_cap, head, count;
+	uint64_t next_seq;
+
+	struct broker_delivery *cur;    /* being assembled from frames */
+	bool cur_header;                /* its content header has come */
+	uint64_t skip;                  /* body bytes of a basic.return to skip */
+	bool skip_header;               /* a basic.return's header is due */
+	uint64_t returned;
+};
+
+static void broker_lost(struct broker *b, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
+static void broker_attempt(struct broker *b);
+
+void
+broker_delivery_free(struct broker_delivery *d)
+{
+	if (d == NULL)
+		return;
+	empty_amqp_pool(&d->pool);
+	free(d->body);
+	free(d);
+}
+
+static void
+broker_watchers_stop(struct broker *b)
+{
+	ev_io_stop(b->loop, &b->io_r);
+	ev_io_stop(b->loop, &b->io_w);
+	ev_idle_stop(b->loop, &b->idle);
+	ev_timer_stop(b->loop, &b->hb);
+}
+
+static void
+broker_schedule(struct broker *b, double delay)
+{
+	b->state = BROKER_WAITING;
+	ev_timer_stop(b->loop, &b->retry);
+	ev_timer_set(&b->retry, delay, 0.0);
+	ev_timer_start(b->loop, &b->retry);
+}
+
+static double
+broker_rand(void)
+{
+	return (double)random() / ((double)RAND_MAX + 1.0);
+}
+
+/* The connection is gone (or must go): drop it, fail what awaited it, and
+ * schedule the next attempt.  Logged here, once, as the event it is. */
+static void
+broker_lost(struct broker *b, const char *fmt, ...)
+{
+	char why[512];
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(why, sizeof(why), fmt, ap);
+	va_end(ap);
+
+	/* Stop watching first: on a heartbeat timeout the library has already
+	 * closed the fd, and the number may be reused. */
+	broker_watchers_stop(b);
+	if (b->conn != NULL) {
+		amqp_destroy_connection(b->conn);
+		b->conn = NULL;
+	}
+	broker_delivery_free(b->cur);
+	b->cur = NULL;
+	b->skip = 0;
+	b->skip_header = false;
+	b->blocked = false;
+	free(b->consumer_tag);
+	b->consumer_tag = NULL;
+
+	double delay = backoff_next(&b->backoff, broker_rand());
+	log_warn("broker connection lost: %s; reconnecting in %.1f s", why, delay);
+	broker_schedule(b, delay);
+
+	b->ops.down(b->ctx, b->gen);
+	while (b->count > 0) {
+		struct pending *p = &b->ring[b->head];
+		void *token = p->token;
+		b->head = (b->head + 1) % b->ring_cap;
+		b->count--;
+		if (token != NULL)
+			b->ops.confirm(b->ctx, token, BROKER_LOST);
+	}
+	b->head = 0;
+}
+
+static void
+broker_confirms(struct broker *b, uint64_t tag, bool multiple, enum broker_confirm how)
+{
+	uint64_t gen = b->gen;
+	size_t before = b->count;
+
+	for (size_t i = 0; i < b->count; i++) {
+		struct pending *p = &b->ring[(b->head + i) % b->ring_cap];
+		if (p->seq > tag)
+			break;
+		if ((multiple || p->seq == tag) && p->token != NULL) {
+			void *token = p->token;
+			p->token = NULL;
+			b->ops.confirm(b->ctx, token, how);
+			if (b->gen != gen || b->state != BROKER_UP)
+				return;
+		}
+	}
+	while (b->count > 0 && b->ring[b->head].token == NULL) {
+		b->head = (b->head + 1) % b->ring_cap;
+		b->count--;
+	}
+	if (before >= (size_t)b->max_unconfirmed && b->count < before)
+		b->ops.writable(b->ctx);
+}
+
+static int
+bytes_dup(amqp_pool_t *pool, amqp_bytes_t *dst, amqp_bytes_t src)
+{
+	if (src.len == 0) {
+		*dst = amqp_empty_bytes;
+		return 0;
+	}
+	amqp_pool_alloc_bytes(pool, src.len, dst);
+	if (dst->bytes == NULL)
+		return -1;
+	memcpy(dst->bytes, src.bytes, src.len);
+	return 0;
+}
+
+/* Frames live in the library's pools, which the next drain recycles. */
+static int
+props_copy(amqp_basic_properties_t *d, const amqp_basic_properties_t *s, amqp_pool_t *pool)
+{
+	*d = *s;
+	amqp_flags_t f = s->_flags;
+	if (((f & AMQP_BASIC_CONTENT_TYPE_FLAG) && bytes_dup(pool, &d->content_type, s->content_type)) ||
+	    ((f & AMQP_BASIC_CONTENT_ENCODING_FLAG) && bytes_dup(pool, &d->content_encoding, s->content_encoding)) ||
+	    ((f & AMQP_BASIC_CORRELATION_ID_FLAG) && bytes_dup(pool, &d->correlation_id, s->correlation_id)) ||
+	    ((f & AMQP_BASIC_REPLY_TO_FLAG) && bytes_dup(pool, &d->reply_to, s->reply_to)) ||
+	    ((f & AMQP_BASIC_EXPIRATION_FLAG) && bytes_dup(pool, &d->expiration, s->expiration)) ||
+	    ((f & AMQP_BASIC_MESSAGE_ID_FLAG) && bytes_dup(pool, &d->message_id, s->message_id)) ||
+	    ((f & AMQP_BASIC_TYPE_FLAG) && bytes_dup(pool, &d->type, s->type)) ||
+	    ((f & AMQP_BASIC_USER_ID_FLAG) && bytes_dup(pool, &d->user_id, s->user_id)) ||
+	    ((f & AMQP_BASIC_APP_ID_FLAG) && bytes_dup(pool, &d->app_id, s->app_id)) ||
+	    ((f & AMQP_BASIC_CLUSTER_ID_FLAG) && bytes_dup(pool, &d->cluster_id, s->cluster_id)))
+		return -1;
+	if ((f & AMQP_BASIC_HEADERS_FLAG) &&
+	    amqp_table_clone(&s->headers, &d->headers, pool) != AMQP_STATUS_OK)
+		return -1;
+	return 0;
+}
+
+static void
+broker_complete(struct broker *b)
+{
+	struct broker_delivery *d = b->cur;
+	b->cur = NULL;
+	b->ops.delivery(b->ctx, d);
+}
+
+static void
+broker_method(struct broker *b, amqp_channel_t ch, amqp_method_t *m)
+{
+	switch (m->id) {
+	case AMQP_BASIC_DELIVER_METHOD: {
+		amqp_basic_deliver_t *dv = m->decoded;
+		if (b->cur != NULL) {
+			broker_lost(b, "protocol error: a delivery began inside another");
+			return;
+		}
+		struct broker_delivery *d = calloc(1, sizeof(*d));
+		if (d == NULL) {
+			broker_lost(b, "out of memory");
+			return;
+		}
+		init_amqp_pool(&d->pool, 1024);
+		b->cur_header = false;
+		d->gen = b->gen;
+		d->tag = dv->delivery_tag;
+		d->redelivered = dv->redelivered;
+		b->cur = d;
+		break;
+	}
+	case AMQP_BASIC_ACK_METHOD: {
+		amqp_basic_ack_t *a = m->decoded;
+		broker_confirms(b, a->delivery_tag, a->multiple, BROKER_ACKED);
+		break;
+	}
+	case AMQP_BASIC_NACK_METHOD: {
+		amqp_basic_nack_t *n = m->decoded;
+		log_warn("the broker refused a result (basic.nack); its task goes back to the queue");
+		broker_confirms(b, n->delivery_tag, n->multiple, BROKER_NACKED);
+		break;
+	}
+	case AMQP_BASIC_RETURN_METHOD: {
+		amqp_basic_return_t *r = m->decoded;
+		b->returned++;
+		log_warn("a result was returned by the broker: %u %.*s (reply address '%.*s' has no queue)",
+		    r->reply_code, (int)r->reply_text.len, (char *)r->reply_text.bytes,
+		    (int)r->routing_key.len, (char *)r->routing_key.bytes);
+		b->skip_header = true;
+		break;
+	}
+	case AMQP_CHANNEL_CLOSE_METHOD: {
+		amqp_channel_close_t *c = m->decoded;
+		amqp_channel_close_ok_t ok = { 0 };
+		(void)amqp_send_method(b->conn, ch, AMQP_CHANNEL_CLOSE_OK_METHOD, &ok);
+		broker_lost(b, "the broker closed channel %u: %u %.*s", ch, c->reply_code,
+		    (int)c->reply_text.len, (char *)c->reply_text.bytes);
+		return;
+	}
+	case AMQP_CONNECTION_CLOSE_METHOD: {
+		amqp_connection_close_t *c = m->decoded;
+		amqp_connection_close_ok_t ok = { 0 };
+		(void)amqp_send_method(b->conn, 0, AMQP_CONNECTION_CLOSE_OK_METHOD, &ok);
+		broker_lost(b, "the broker closed the connection: %u %.*s", c->reply_code,
+		    (int)c->reply_text.len, (char *)c->reply_text.bytes);
+		return;
+	}
+	case AMQP_BASIC_CANCEL_METHOD:
+		/* Sent because we advertised consumer_cancel_notify: the queue
+		 * was deleted or its leader moved.  Reconnecting redeclares it. */
+		broker_lost(b, "the broker cancelled the consumer (queue deleted?)");
+		return;
+	case AMQP_CONNECTION_BLOCKED_METHOD: {
+		amqp_connection_blocked_t *bl = m->decoded;
+		b->blocked = true;
+		log_warn("the broker blocked publishing: %.*s; results wait",
+		    (int)bl->reason.len, (char *)bl->reason.bytes);
+		break;
+	}
+	case AMQP_CONNECTION_UNBLOCKED_METHOD:
+		b->blocked = false;
+		log_info("the broker unblocked publishing");
+		b->ops.writable(b->ctx);
+		break;
+	default:
+		log_debug("ignoring %s on channel %u", amqp_method_name(m->id), ch);
+		break;
+	}
+}
+
+static void
+broker_frame(struct broker *b, amqp_frame_t *f)
+{
+	switch (f->frame_type) {
+	case AMQP_FRAME_METHOD:
+		broker_method(b, f->channel, &f->payload.method);
+		break;
+	case AMQP_FRAME_HEADER:
+		if (f->channel == CONNECTOR_CH_PUBLISH && b->skip_header) {
+			b->skip_header = false;
+			b->skip = f->payload.properties.body_size;
+		} else if (f->channel == CONNECTOR_CH_CONSUME && b->cur != NULL &&
+		    !b->cur_header) {
+			b->cur_header = true;
+			struct broker_delivery *d = b->cur;
+			uint64_t size = f->payload.properties.body_size;
+			const amqp_basic_properties_t *p = f->payload.properties.decoded;
+			if (props_copy(&d->props, p, &d->pool) < 0) {
+				broker_lost(b, "out of memory");
+				return;
+			}
+			d->len = (size_t)size;
+			if (size > b->max_payload) {
+				/* Counted, never buffered: the answer is "rejected". */
+				d->oversized = true;
+			} else if (size > 0) {
+				d->body = malloc((size_t)size);
+				if (d->body == NULL)
+					d->oversized = true;
+			}
+			if (size == 0)
+				broker_complete(b);
+		} else {
+			broker_lost(b, "protocol error: unexpected content header on channel %u",
+			    f->channel);
+		}
+		break;
+	case AMQP_FRAME_BODY: {
+		size_t n = f->payload.body_fragment.len;
+		if (f->channel == CONNECTOR_CH_PUBLISH && b->skip > 0) {
+			b->skip -= n < b->skip ? n : b->skip;
+		} else if (f->channel == CONNECTOR_CH_CONSUME && b->cur != NULL &&
+		    b->cur_header && n <= b->cur->len - b->cur->received) {
+			struct broker_delivery *d = b->cur;
+			if (d->body != NULL)
+				memcpy(d->body + d->received, f->payload.body_fragment.bytes, n);
+			d->received += n;
+			if (d->received == d->len)
+				broker_complete(b);
+		} else {
+			broker_lost(b, "protocol error: unexpected body on channel %u", f->channel);
+		}
+		break;
+	}
+	default:
+		break;
+	}
+}
+
+static void
+broker_drain(struct broker *b)
+{
+	uint64_t gen = b->gen;
+
+	for (int n = 0; n < BROKER_DRAIN_MAX; n++) {
+		amqp_frame_t f;
+		struct timeval zero = { 0, 0 };
+		int rc = amqp_simple_wait_frame_noblock(b->conn, &f, &zero);
+		if (rc == AMQP_STATUS_TIMEOUT) {
+			ev_idle_stop(b->loop, &b->idle);
+			amqp_maybe_release_buffers(b->conn);
+			return;
+		}
+		if (rc != AMQP_STATUS_OK) {
+			broker_lost(b, "%s", rc == AMQP_STATUS_HEARTBEAT_TIMEOUT ?
+			    "no heartbeat from the broker" : amqp_error_string2(rc));
+			return;
+		}
+		b->last_rx = ev_now(b->loop);
+		broker_frame(b, &f);
+		if (b->gen != gen || b->state != BROKER_UP)
+			return;
+	}
+	/* More may be buffered inside the library, where the fd cannot tell. */
+	amqp_maybe_release_buffers(b->conn);
+	ev_idle_start(b->loop, &b->idle);
+}
+
+/* After a call that may have read frames into the library's queue. */
+static void
+broker_after_call(struct broker *b)
+{
+	if (b->conn != NULL &&
+	    (amqp_frames_enqueued(b->conn) || amqp_data_in_buffer(b->conn)))
+		ev_idle_start(b->loop, &b->idle);
+}
+
+static void
+broker_io_cb(struct ev_loop *loop, ev_io *w, int revents)
+{
+	(void)loop;
+	(void)revents;
+	struct broker *b = w->data;
+	b->last_rx = ev_now(b->loop);
+	broker_drain(b);
+}
+
+static void
+broker_idle_cb(struct ev_loop *loop, ev_idle *w, int revents)
+{
+	(void)loop;
+	(void)revents;
+	broker_drain(w->data);
+}
+
+static void
+broker_hb_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+	(void)loop;
+	(void)revents;
+	broker_drain(w->data);
+}
+
+static void
+broker_writable_cb(struct ev_loop *loop, ev_io *w, int revents)
+{
+	(void)revents;
+	struct broker *b = w->data;
+	ev_io_stop(loop, w);
+	b->ops.writable(b->ctx);
+}
+
+static void
+broker_connected(void *ctx, struct connector_result *res)
+{
+	struct broker *b = ctx;
+	const struct connector_params *p = &b->params;
+
+	b->connector = NULL;
+	if (res->conn == NULL) {
+		double delay = backoff_next(&b->backoff, broker_rand());
+		log_warn("cannot reach the broker: %s; retrying in %.1f s",
+		    res->error ? res->error : "unknown error", delay);
+		connector_result_clear(res);
+		broker_schedule(b, delay);
+		if (!b->attempted) {
+			b->attempted = true;
+			b->ops.down(b->ctx, b->gen);
+		}
+		return;
+	}
+	b->attempted = true;
+	b->conn = res->conn;
+	res->conn = NULL;
+	b->heartbeat = res->heartbeat;
+	b->reply_durable = res->reply_durable;
+	b->consumer_tag = res->consumer_tag;
+	res->consumer_tag = NULL;
+	if (res->warning != NULL)
+		log_warn("%s", res->warning);
+	if (res->declared)
+		log_info("declared queue '%s' (%s, %s)", p->queue,
+		    p->durable ? "durable" : "transient", p->quorum ? "quorum" : "classic");
+	connector_result_clear(res);
+
+	b->gen++;
+	b->state = BROKER_UP;
+	b->blocked = false;
+	b->next_seq = 0;
+	b->head = b->count = 0;
+	backoff_reset(&b->backoff);
+	b->last_rx = ev_now(b->loop);
+
+	int fd = amqp_get_sockfd(b->conn);
+	ev_io_set(&b->io_r, fd, EV_READ);
+	ev_io_start(b->loop, &b->io_r);
+	ev_io_set(&b->io_w, fd, EV_WRITE);
+	if (b->heartbeat > 0) {
+		/* rabbitmq-c sends and checks heartbeats only inside its calls. */
+		ev_timer_set(&b->hb, b->heartbeat / 2.0, b->heartbeat / 2.0);
+		ev_timer_start(b->loop, &b->hb);
+	}
+	log_info("connected to %s:%d vhost '%s', consuming '%s' (prefetch %d, heartbeat %d s)",
+	    p->uri.host, p->uri.port, p->uri.vhost, p->queue, p->prefetch, b->heartbeat);
+
+	b->ops.up(b->ctx);
+	/* Deliveries may already sit in the library's buffer. */
+	ev_idle_start(b->loop, &b->idle);
+	b->ops.writable(b->ctx);
+}
+
+static void
+broker_attempt(struct broker *b)
+{
+	b->state = BROKER_CONNECTING;
+	b->connector = connector_start(b->loop, &b->params, broker_connected, b);
+	if (b->connector == NULL) {
+		double delay = backoff_next(&b->backoff, broker_rand());
+		log_error("cannot start a connection attempt (out of resources); retrying in %.1f s",
+		    delay);
+		broker_schedule(b, delay);
+	}
+}
+
+static void
+broker_retry_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+	(void)loop;
+	(void)revents;
+	broker_attempt(w->data);
+}
+
+struct broker *
+broker_new(struct ev_loop *loop, const struct connector_params *params,
+    size_t max_payload, int max_unconfirmed, double reconnect_max,
+    const struct broker_ops *ops, void *ctx)
+{
+	struct broker *b = calloc(1, sizeof(*b));
+	if (b == NULL)
+		return NULL;
+	if (connector_params_copy(&b->params, params) < 0) {
+		free(b);
+		return NULL;
+	}
+	b->ring = calloc((size_t)max_unconfirmed, sizeof(*b->ring));
+	if (b->ring == NULL) {
+		connector_params_clear(&b->params);
+		free(b);
+		return NULL;
+	}
+	b->ring_cap = (size_t)max_unconfirmed;
+	b->loop = loop;
+	b->ops = *ops;
+	b->ctx = ctx;
+	b->max_payload = max_payload;
+	b->max_unconfirmed = max_unconfirmed;
+	b->reconnect_max = reconnect_max;
+	backoff_init(&b->backoff, 0.5, reconnect_max);
+	ev_io_init(&b->io_r, broker_io_cb, -1, EV_READ);
+	ev_io_init(&b->io_w, broker_writable_cb, -1, EV_WRITE);
+	ev_idle_init(&b->idle, broker_idle_cb);
+	ev_timer_init(&b->hb, broker_hb_cb, 1.0, 1.0);
+	ev_timer_init(&b->retry, broker_retry_cb, 0.0, 0.0);
+	b->io_r.data = b->io_w.data = b->idle.data = b->hb.data = b->retry.data = b;
+	return b;
+}
+
+void
+broker_start(struct broker *b)
+{
+	if (b->state == BROKER_IDLE)
+		broker_attempt(b);
+}
+
+static bool
+params_same(const struct connector_params *a, const struct connector_params *c)
+{
+#define SAME_STR(x, y) ((x) == (y) || ((x) && (y) && strcmp((x), (y)) == 0))
+	return SAME_STR(a->uri.user, c->uri.user) && SAME_STR(a->uri.password, c->uri.password) &&
+	    SAME_STR(a->uri.host, c->uri.host) && a->uri.port == c->uri.port &&
+	    SAME_STR(a->uri.vhost, c->uri.vhost) && a->uri.tls == c->uri.tls &&
+	    SAME_STR(a->cacert, c->cacert) && a->heartbeat == c->heartbeat &&
+	    a->prefetch == c->prefetch && a->timeout == c->timeout &&
+	    SAME_STR(a->queue, c->queue) && a->durable == c->durable &&
+	    a->quorum == c->quorum && SAME_STR(a->reply_queue, c->reply_queue);
+#undef SAME_STR
+}
+
+int
+broker_reconfigure(struct broker *b, const struct connector_params *params,
+    size_t max_payload, int max_unconfirmed, double reconnect_max)
+{
+	b->max_payload = max_payload;
+	b->reconnect_max = reconnect_max;
+	b->backoff.cap = reconnect_max;
+	if ((size_t)max_unconfirmed > b->ring_cap && b->count == 0) {
+		struct pending *r = calloc((size_t)max_unconfirmed, sizeof(*r));
+		if (r != NULL) {
+			free(b->ring);
+			b->ring = r;
+			b->ring_cap = (size_t)max_unconfirmed;
+			b->head = 0;
+		}
+	}
+	if ((size_t)max_unconfirmed <= b->ring_cap)
+		b->max_unconfirmed = max_unconfirmed;
+
+	if (params_same(&b->params, params))
+		return 0;
+	struct connector_params copy;
+	if (connector_params_copy(&copy, params) < 0)
+		return 0;
+	connector_params_clear(&b->params);
+	b->params = copy;
+	backoff_reset(&b->backoff);
+	switch (b->state) {
+	case BROKER_UP:
+		broker_lost(b, "broker settings changed");
+		ev_timer_stop(b->loop, &b->retry);
+		broker_attempt(b);
+		break;
+	case BROKER_CONNECTING:
+		connector_free(b->connector);
+		b->connector = NULL;
+		broker_attempt(b);
+		break;
+	case BROKER_WAITING:
+		ev_timer_stop(b->loop, &b->retry);
+		broker_attempt(b);
+		break;
+	case BROKER_IDLE:
+		break;
+	}
+	return 1;
+}
+
+enum broker_state
+broker_state(const struct broker *b)
+{
+	return b->state;
+}
+
+uint64_t
+broker_generation(const struct broker *b)
+{
+	return b->gen;
+}
+
+bool
+broker_reply_durable(const struct broker *b)
+{
+	return b->reply_durable;
+}
+
+uint64_t
+broker_returned(const struct broker *b)
+{
+	return b->returned;
+}
+
+size_t
+broker_unconfirmed(const struct broker *b)
+{
+	return b->count;
+}
+
+/* rabbitmq-c 0.11 (#780): after two heartbeats without input, a publish
+ * waits for input with no deadline.  When nothing has come in for that
+ * long, refuse to send and let the heartbeat timer's drain declare the
+ * connection dead. */
+static bool
+broker_silent(const struct broker *b)
+{
+	return b->heartbeat > 0 && ev_now(b->loop) - b->last_rx >= 1.5 * b->heartbeat;
+}
+
+int
+broker_publish(struct broker *b, const char *routing_key,
+    const amqp_basic_properties_t *props, const void *body, size_t len, void *token)
+{
+	if (b->state != BROKER_UP || b->blocked || broker_silent(b) ||
+	    b->count >= (size_t)b->max_unconfirmed)
+		return BROKER_AGAIN;
+
+	/* A full send buffer would make the library wait with no deadline. */
+	struct pollfd pfd = { .fd = amqp_get_sockfd(b->conn), .events = POLLOUT };
+	if (poll(&pfd, 1, 0) != 1 || !(pfd.revents & POLLOUT)) {
+		if (!ev_is_active(&b->io_w))
+			ev_io_start(b->loop, &b->io_w);
+		return BROKER_AGAIN;
+	}
+
+	amqp_bytes_t rk = amqp_cstring_bytes(routing_key);
+	amqp_bytes_t msg = { len, (void *)body };
+	int rc = amqp_basic_publish(b->conn, CONNECTOR_CH_PUBLISH, amqp_empty_bytes, rk,
+	    1, 0, props, msg);
+	if (rc != AMQP_STATUS_OK) {
+		broker_lost(b, "publishing a result: %s", amqp_error_string2(rc));
+		return -1;
+	}
+	struct pending *p = &b->ring[(b->head + b->count) % b->ring_cap];
+	p->seq = ++b->next_seq;
+	p->token = token;
+	b->count++;
+	broker_after_call(b);
+	return 0;
+}
+
+void
+broker_ack(struct broker *b, uint64_t gen, uint64_t tag)
+{
+	if (gen != b->gen || b->state != BROKER_UP)
+		return;
+	int rc = amqp_basic_ack(b->conn, CONNECTOR_CH_CONSUME, tag, 0);
+	if (rc != AMQP_STATUS_OK) {
+		broker_lost(b, "acking a task: %s", amqp_error_string2(rc));
+		return;
+	}
+	broker_after_call(b);
+}
+
+void
+broker_reject(struct broker *b, uint64_t gen, uint64_t tag, bool requeue)
+{
+	if (gen != b->gen || b->state != BROKER_UP)
+		return;
+	int rc = amqp_basic_reject(b->conn, CONNECTOR_CH_CONSUME, tag, requeue);
+	if (rc != AMQP_STATUS_OK) {
+		broker_lost(b, "rejecting a task: %s", amqp_error_string2(rc));
+		return;
+	}
+	broker_after_call(b);
+}
+
+void
+broker_cancel_consumer(struct broker *b)
+{
+	if (b->state != BROKER_UP || b->consumer_tag == NULL)
+		return;
+	amqp_basic_cancel_t m = {
+		.consumer_tag = amqp_cstring_bytes(b->consumer_tag),
+		.nowait = 1,
+	};
+	int rc = amqp_send_method(b->conn, CONNECTOR_CH_CONSUME, AMQP_BASIC_CANCEL_METHOD, &m);
+	if (rc != AMQP_STATUS_OK) {
+		broker_lost(b, "cancelling the consumer: %s", amqp_error_string2(rc));
+		return;
+	}
+	broker_after_call(b);
+}
+
+void
+broker_stop(struct broker *b)
+{
+	ev_timer_stop(b->loop, &b->retry);
+	if (b->connector != NULL) {
+		connector_free(b->connector);
+		b->connector = NULL;
+	}
+	broker_watchers_stop(b);
+	if (b->conn != NULL) {
+		/* Polite close, bounded: a frozen broker gets two seconds. */
+		struct timeval tv = { 2, 0 };
+		amqp_set_rpc_timeout(b->conn, &tv);
+		if (!broker_silent(b))
+			(void)amqp_connection_close(b->conn, AMQP_REPLY_SUCCESS);
+		amqp_destroy_connection(b->conn);
+		b->conn = NULL;
+	}
+	broker_delivery_free(b->cur);
+	b->cur = NULL;
+	free(b->consumer_tag);
+	b->consumer_tag = NULL;
+	b->state = BROKER_IDLE;
+	while (b->count > 0) {
+		void *token = b->ring[b->head].token;
+		b->head = (b->head + 1) % b->ring_cap;
+		b->count--;
+		if (token != NULL)
+			b->ops.confirm(b->ctx, token, BROKER_LOST);
+	}
+}
+
+void
+broker_free(struct broker *b)
+{
+	if (b == NULL)
+		return;
+	broker_stop(b);
+	connector_params_clear(&b->params);
+	free(b->ring);
+	free(b);
+}

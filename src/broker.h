@@ -1,0 +1,116 @@
+/*
+ * broker: the one AMQP connection, owned by the event loop.
+ *
+ * States (one at a time):
+ *   BROKER_IDLE        not started, or stopped
+ *   BROKER_CONNECTING  the connector thread is setting up a connection
+ *   BROKER_UP          consuming on channel 1, publishing on channel 2
+ *   BROKER_WAITING     the last attempt failed or the connection died; a
+ *                      backoff timer will start the next attempt
+ *
+ * The loop never blocks on the broker: setup runs on the connector thread;
+ * once UP, frames are drained with zero timeouts from an ev_io, an ev_idle
+ * (bytes already buffered never wake the fd again) and a timer at half the
+ * heartbeat (rabbitmq-c only sends and checks heartbeats inside its calls).
+ * Publishing is refused (BROKER_AGAIN) instead of blocking when the
+ * connection is down or blocked by the broker, the socket is not writable,
+ * or max_unconfirmed results await their confirm; `writable` is called when
+ * it may be tried again.
+ *
+ * Deliveries and acks carry the connection's generation: delivery tags are
+ * per channel, so an ack from an older generation is dropped, never sent
+ * (it could ack a different message).  When a connection dies, every result
+ * awaiting a confirm is reported BROKER_LOST and its task must not be acked;
+ * the broker redelivers it (at-least-once).
+ */
+#ifndef TASKD_BROKER_H
+#define TASKD_BROKER_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <amqp.h>
+#include <ev.h>
+
+#include "connector.h"
+
+enum broker_state { BROKER_IDLE, BROKER_CONNECTING, BROKER_UP, BROKER_WAITING };
+
+enum broker_confirm {
+	BROKER_ACKED,   /* the broker has the result */
+	BROKER_NACKED,  /* the broker refused it: requeue the task */
+	BROKER_LOST,    /* the connection died first: drop the task */
+};
+
+#define BROKER_AGAIN 1
+
+/* A task message as it arrived, copied out of the library's buffers. */
+struct broker_delivery {
+	uint64_t gen;
+	uint64_t tag;
+	bool redelivered;
+	amqp_basic_properties_t props;  /* deep copy, in pool */
+	unsigned char *body;            /* NULL when oversized or empty */
+	size_t len;                     /* the declared body size */
+	bool oversized;                 /* body dropped: over max_payload */
+	amqp_pool_t pool;
+	size_t received;                /* bytes of body seen so far */
+};
+
+void broker_delivery_free(struct broker_delivery *d);
+
+struct broker_ops {
+	/* A complete task message; the callee owns d. */
+	void (*delivery)(void *ctx, struct broker_delivery *d);
+	/* The fate of a result published with broker_publish(token). */
+	void (*confirm)(void *ctx, void *token, enum broker_confirm how);
+	/* Consuming (again). */
+	void (*up)(void *ctx);
+	/* The connection of generation gen is gone; called before the LOST
+	 * confirms of its results. */
+	void (*down)(void *ctx, uint64_t gen);
+	/* Publishing may succeed again. */
+	void (*writable)(void *ctx);
+};
+
+struct broker;
+
+/* params is copied.  max_payload bounds what is buffered of one message. */
+struct broker *broker_new(struct ev_loop *loop, const struct connector_params *params,
+    size_t max_payload, int max_unconfirmed, double reconnect_max,
+    const struct broker_ops *ops, void *ctx);
+/* Starts connecting (IDLE -> CONNECTING). */
+void broker_start(struct broker *b);
+/* Replaces the settings.  When connection settings differ, the connection
+ * is closed and made again with the new ones (returns 1); else 0. */
+int broker_reconfigure(struct broker *b, const struct connector_params *params,
+    size_t max_payload, int max_unconfirmed, double reconnect_max);
+
+enum broker_state broker_state(const struct broker *b);
+uint64_t broker_generation(const struct broker *b);
+bool broker_reply_durable(const struct broker *b);
+
+/* Publishes a result on the default exchange with the mandatory flag.
+ * Returns 0 (confirm(token) will follow), BROKER_AGAIN (nothing sent; try
+ * after `writable`), or -1 when the connection just died (token unused). */
+int broker_publish(struct broker *b, const char *routing_key,
+    const amqp_basic_properties_t *props, const void *body, size_t len,
+    void *token);
+/* Acks, or rejects with/without requeue, a delivery.  A delivery of an
+ * older generation is silently dropped (see above). */
+void broker_ack(struct broker *b, uint64_t gen, uint64_t tag);
+void broker_reject(struct broker *b, uint64_t gen, uint64_t tag, bool requeue);
+/* Stops the consumer (basic.cancel, no wait) so no new task arrives, for a
+ * graceful stop; deliveries already on the wire still come. */
+void broker_cancel_consumer(struct broker *b);
+
+/* Counters for status lines. */
+uint64_t broker_returned(const struct broker *b);
+size_t broker_unconfirmed(const struct broker *b);
+
+/* Closes the connection (politely when it is up, bounded by a short
+ * timeout), stops every watcher; the broker goes IDLE. */
+void broker_stop(struct broker *b);
+void broker_free(struct broker *b);
+
+#endif

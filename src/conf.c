@@ -1,0 +1,972 @@
+#ifdef HAVE_CONFIG_H
+#include "config.h"
+#endif
+
+#include "conf.h"
+
+#include <errno.h>
+#include <libconfig.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/types.h>
+#include <unistd.h>
+
+#include "buf.h"
+#include "log.h"   /* enum log_level only: conf reports, it never logs */
+
+#define CONF_DEFAULT_URI "amqp://guest:guest@127.0.0.1:5672/%2f"
+/* AMQP short strings (queue names) and our task names share this bound. */
+#define CONF_NAME_MAX 255
+#define CONF_PATH_MAX 4096
+
+/*
+ * The loader walks the parsed file once, checking every setting against a
+ * key table, and keeps going after a problem: an operator fixing a file
+ * wants every mistake in one `taskd -t`, not one per run.  A setting that
+ * fails validation leaves its default in place, so later cross-checks see a
+ * sane value and do not pile follow-on errors onto the real one.
+ */
+
+/* One problem, kept with its line so the report reads in file order even
+ * though cross-checks run after the walk. */
+struct problem {
+	unsigned line;
+	size_t seq;
+	char *text;
+};
+
+struct loader {
+	const char *path;
+	struct conf *c;
+	struct problem *v;
+	size_t n, cap;
+	bool nomem;
+};
+
+enum key_type {
+	KEY_INT,     /* int field */
+	KEY_SIZE,    /* size_t field, read as int64 */
+	KEY_DOUBLE,  /* double field; integers accepted */
+	KEY_BOOL,    /* bool field */
+	KEY_STRING,  /* char * field, owned; min/max bound the length */
+	KEY_NAME,    /* KEY_STRING restricted to task-name characters */
+	KEY_PATH,    /* KEY_STRING holding an absolute path */
+	KEY_ENUM,    /* int-sized field; the index of the word in words[] */
+};
+
+struct key {
+	const char *name;
+	enum key_type type;
+	double min, max;
+	bool min_open;              /* min itself is out of range */
+	const char *const *words;   /* KEY_ENUM; NULL entries are not words */
+	size_t nwords;
+	size_t off;                 /* into struct conf or struct conf_task */
+};
+
+struct group {
+	const char *name;
+	const struct key *keys;
+};
+
+_Static_assert(sizeof(enum conf_queue_type) == sizeof(int), "KEY_ENUM stores an int");
+_Static_assert(sizeof(enum conf_kind) == sizeof(int), "KEY_ENUM stores an int");
+
+static const char *const queue_types[] = {
+	[CONF_QUEUE_CLASSIC] = "classic",
+	[CONF_QUEUE_QUORUM] = "quorum",
+};
+static const char *const log_levels[] = {
+	[LOG_LEVEL_ERROR] = "error",
+	[LOG_LEVEL_WARN] = "warn",
+	[LOG_LEVEL_INFO] = "info",
+	[LOG_LEVEL_DEBUG] = "debug",
+};
+static const char *const task_kinds[] = {
+	[CONF_KIND_IO] = "io",
+	[CONF_KIND_CPU] = "cpu",
+};
+
+#define NWORDS(a) (sizeof(a) / sizeof((a)[0]))
+#define C(f) offsetof(struct conf, f)
+#define T(f) offsetof(struct conf_task, f)
+
+static const struct key broker_keys[] = {
+	{ "uri", KEY_STRING, 1, CONF_PATH_MAX, false, NULL, 0, C(broker_uri) },
+	{ "heartbeat", KEY_INT, 0, 3600, false, NULL, 0, C(heartbeat) },
+	{ "prefetch", KEY_INT, 0, 65535, false, NULL, 0, C(prefetch) },
+	{ "connect_timeout", KEY_DOUBLE, 0.1, 300, false, NULL, 0, C(connect_timeout) },
+	{ "reconnect_max", KEY_DOUBLE, 1, 3600, false, NULL, 0, C(reconnect_max) },
+	{ "password_file", KEY_PATH, 1, CONF_PATH_MAX, false, NULL, 0, C(password_file) },
+	{ "cacert", KEY_PATH, 1, CONF_PATH_MAX, false, NULL, 0, C(cacert) },
+	{ "max_unconfirmed", KEY_INT, 1, 100000, false, NULL, 0, C(max_unconfirmed) },
+	{ NULL, 0, 0, 0, false, NULL, 0, 0 },
+};
+static const struct key queue_keys[] = {
+	{ "name", KEY_STRING, 1, CONF_NAME_MAX, false, NULL, 0, C(queue_name) },
+	{ "durable", KEY_BOOL, 0, 0, false, NULL, 0, C(queue_durable) },
+	{ "type", KEY_ENUM, 0, 0, false, queue_types, NWORDS(queue_types), C(queue_type) },
+	{ "default_task", KEY_STRING, 0, CONF_NAME_MAX, false, NULL, 0, C(default_task) },
+	{ NULL, 0, 0, 0, false, NULL, 0, 0 },
+};
+static const struct key reply_keys[] = {
+	{ "queue", KEY_STRING, 0, CONF_NAME_MAX, false, NULL, 0, C(reply_queue) },
+	{ NULL, 0, 0, 0, false, NULL, 0, 0 },
+};
+static const struct key io_keys[] = {
+	{ "max_concurrency", KEY_INT, 1, 1000000, false, NULL, 0, C(io_max_concurrency) },
+	{ NULL, 0, 0, 0, false, NULL, 0, 0 },
+};
+static const struct key cpu_keys[] = {
+	{ "workers", KEY_INT, 0, 1024, false, NULL, 0, C(cpu_workers) },
+	{ NULL, 0, 0, 0, false, NULL, 0, 0 },
+};
+static const struct key limits_keys[] = {
+	{ "timeout", KEY_DOUBLE, 0, 86400, true, NULL, 0, C(timeout) },
+	{ "max_payload", KEY_SIZE, 1, 1073741824, false, NULL, 0, C(max_payload) },
+	{ NULL, 0, 0, 0, false, NULL, 0, 0 },
+};
+static const struct key log_keys[] = {
+	{ "level", KEY_ENUM, 0, 0, false, log_levels, NWORDS(log_levels), C(log_level) },
+	{ NULL, 0, 0, 0, false, NULL, 0, 0 },
+};
+static const struct key shutdown_keys[] = {
+	{ "grace", KEY_DOUBLE, 0, 3600, false, NULL, 0, C(shutdown_grace) },
+	{ NULL, 0, 0, 0, false, NULL, 0, 0 },
+};
+/* name, exec and allow need more than a table row; see load_task(). */
+static const struct key task_keys[] = {
+	{ "handler", KEY_NAME, 1, CONF_NAME_MAX, false, NULL, 0, T(handler) },
+	{ "kind", KEY_ENUM, 0, 0, false, task_kinds, NWORDS(task_kinds), T(kind) },
+	{ "timeout", KEY_DOUBLE, 0, 86400, true, NULL, 0, T(timeout) },
+	{ "retries", KEY_INT, 0, 100, false, NULL, 0, T(retries) },
+	{ NULL, 0, 0, 0, false, NULL, 0, 0 },
+};
+
+static const struct group groups[] = {
+	{ "broker", broker_keys },
+	{ "queue", queue_keys },
+	{ "reply", reply_keys },
+	{ "io", io_keys },
+	{ "cpu", cpu_keys },
+	{ "limits", limits_keys },
+	{ "log", log_keys },
+	{ "shutdown", shutdown_keys },
+	{ NULL, NULL },
+};
+
+/* ---- problems ---------------------------------------------------------- */
+
+static void
+add_problem(struct loader *l, const char *file, unsigned line,
+    const char *fmt, va_list ap) __attribute__((format(printf, 4, 0)));
+
+static void
+add_problem(struct loader *l, const char *file, unsigned line,
+    const char *fmt, va_list ap)
+{
+	char *msg = NULL;
+	struct buf b = { 0 };
+
+	if (vasprintf(&msg, fmt, ap) < 0) {
+		l->nomem = true;
+		return;
+	}
+	int rc = line > 0 ? buf_printf(&b, "%s:%u: %s", file, line, msg) :
+	    buf_printf(&b, "%s: %s", file, msg);
+	free(msg);
+	if (rc < 0) {
+		buf_free(&b);
+		l->nomem = true;
+		return;
+	}
+	/* Values from the file are echoed in messages; a control character
+	 * in one must not split or forge a log line. */
+	for (size_t i = 0; i < b.len; i++)
+		if ((unsigned char)b.data[i] < 0x20 || b.data[i] == 0x7f)
+			b.data[i] = '?';
+
+	if (l->n == l->cap) {
+		size_t cap = l->cap ? l->cap * 2 : 8;
+		struct problem *v = realloc(l->v, cap * sizeof(*v));
+		if (v == NULL) {
+			buf_free(&b);
+			l->nomem = true;
+			return;
+		}
+		l->v = v;
+		l->cap = cap;
+	}
+	l->v[l->n] = (struct problem){ line, l->n, buf_steal(&b, NULL) };
+	if (l->v[l->n].text == NULL) {
+		l->nomem = true;
+		return;
+	}
+	l->n++;
+}
+
+/* Records "file:line: <fmt>" for setting s; s NULL means no line (a key
+ * that was never written, e.g. a default that turned out inconsistent). */
+static void
+problem(struct loader *l, const config_setting_t *s, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+
+static void
+problem(struct loader *l, const config_setting_t *s, const char *fmt, ...)
+{
+	const char *file = s != NULL ? config_setting_source_file(s) : NULL;
+	unsigned line = s != NULL ? config_setting_source_line(s) : 0;
+	va_list ap;
+
+	va_start(ap, fmt);
+	add_problem(l, file != NULL ? file : l->path, line, fmt, ap);
+	va_end(ap);
+}
+
+static void
+problem_at(struct loader *l, const char *file, unsigned line, const char *fmt, ...)
+	__attribute__((format(printf, 4, 5)));
+
+static void
+problem_at(struct loader *l, const char *file, unsigned line, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	add_problem(l, file != NULL ? file : l->path, line, fmt, ap);
+	va_end(ap);
+}
+
+static int
+problem_cmp(const void *a, const void *b)
+{
+	const struct problem *x = a, *y = b;
+
+	if (x->line != y->line)
+		return x->line < y->line ? -1 : 1;
+	return x->seq < y->seq ? -1 : x->seq > y->seq;
+}
+
+/* All problems, in file order, one per line; NULL when out of memory. */
+static char *
+problems_text(struct loader *l)
+{
+	struct buf b = { 0 };
+
+	qsort(l->v, l->n, sizeof(*l->v), problem_cmp);
+	for (size_t i = 0; i < l->n; i++)
+		if (buf_printf(&b, "%s\n", l->v[i].text) < 0)
+			l->nomem = true;
+	if (l->nomem) {
+		buf_reset(&b);
+		if (buf_printf(&b, "%s: out of memory while loading the "
+		    "configuration\n", l->path) < 0) {
+			buf_free(&b);
+			return NULL;
+		}
+	}
+	return buf_steal(&b, NULL);
+}
+
+static void
+problems_free(struct loader *l)
+{
+	for (size_t i = 0; i < l->n; i++)
+		free(l->v[i].text);
+	free(l->v);
+}
+
+/* ---- values ------------------------------------------------------------- */
+
+static char *
+dup_str(struct loader *l, const char *s)
+{
+	char *d = strdup(s);
+	if (d == NULL)
+		l->nomem = true;
+	return d;
+}
+
+static bool
+valid_name(const char *s)
+{
+	size_t n = strlen(s);
+
+	if (n == 0 || n > CONF_NAME_MAX)
+		return false;
+	return strspn(s, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+	    "0123456789_.:-") == n;
+}
+
+static bool
+is_integer(const config_setting_t *s)
+{
+	int t = config_setting_type(s);
+	return t == CONFIG_TYPE_INT || t == CONFIG_TYPE_INT64;
+}
+
+/* Appends "a", "b" or "c" for an enum key's words. */
+static int
+put_words(struct buf *b, const struct key *k)
+{
+	size_t left = 0;
+
+	for (size_t i = 0; i < k->nwords; i++)
+		if (k->words[i] != NULL)
+			left++;
+	for (size_t i = 0; i < k->nwords; i++) {
+		if (k->words[i] == NULL)
+			continue;
+		left--;
+		if (buf_printf(b, "\"%s\"%s", k->words[i],
+		    left > 1 ? ", " : left == 1 ? " or " : "") < 0)
+			return -1;
+	}
+	return 0;
+}
+
+/* Checks setting s against key k and stores it at base + k->off.  prefix
+ * is the dotted path of the enclosing group ("broker", "tasks[2]"). */
+static void
+load_key(struct loader *l, const config_setting_t *s, const char *prefix,
+    const struct key *k, void *base)
+{
+	void *field = (char *)base + k->off;
+	const char *name = k->name;
+
+	switch (k->type) {
+	case KEY_INT:
+	case KEY_SIZE: {
+		if (!is_integer(s)) {
+			problem(l, s, "%s.%s: must be an integer", prefix, name);
+			return;
+		}
+		long long v = config_setting_get_int64(s);
+		if (v < k->min || v > k->max) {
+			problem(l, s, "%s.%s: must be from %.0f to %.0f (got %lld)",
+			    prefix, name, k->min, k->max, v);
+			return;
+		}
+		if (k->type == KEY_INT)
+			*(int *)field = (int)v;
+		else
+			*(size_t *)field = (size_t)v;
+		return;
+	}
+	case KEY_DOUBLE: {
+		double v;
+		if (is_integer(s))
+			v = (double)config_setting_get_int64(s);
+		else if (config_setting_type(s) == CONFIG_TYPE_FLOAT)
+			v = config_setting_get_float(s);
+		else {
+			problem(l, s, "%s.%s: must be a number", prefix, name);
+			return;
+		}
+		bool low = k->min_open ? !(v > k->min) : !(v >= k->min);
+		if (low || !(v <= k->max)) {
+			if (k->min_open)
+				problem(l, s, "%s.%s: must be more than %g and at "
+				    "most %g (got %.15g)", prefix, name, k->min,
+				    k->max, v);
+			else
+				problem(l, s, "%s.%s: must be from %g to %g (got %.15g)",
+				    prefix, name, k->min, k->max, v);
+			return;
+		}
+		*(double *)field = v;
+		return;
+	}
+	case KEY_BOOL:
+		if (config_setting_type(s) != CONFIG_TYPE_BOOL) {
+			problem(l, s, "%s.%s: must be true or false", prefix, name);
+			return;
+		}
+		*(bool *)field = config_setting_get_bool(s);
+		return;
+	case KEY_STRING:
+	case KEY_NAME:
+	case KEY_PATH: {
+		if (config_setting_type(s) != CONFIG_TYPE_STRING) {
+			problem(l, s, "%s.%s: must be a string", prefix, name);
+			return;
+		}
+		const char *v = config_setting_get_string(s);
+		size_t n = strlen(v);
+		if (n < k->min) {
+			problem(l, s, "%s.%s: must not be empty", prefix, name);
+			return;
+		}
+		if (n > k->max) {
+			problem(l, s, "%s.%s: must be at most %.0f bytes long",
+			    prefix, name, k->max);
+			return;
+		}
+		if (k->type == KEY_NAME && !valid_name(v)) {
+			problem(l, s, "%s.%s: \"%s\" holds a character other "
+			    "than A-Z a-z 0-9 _ . : -", prefix, name, v);
+			return;
+		}
+		/* A relative path would depend on the working directory,
+		 * which is not the same for `taskd -t` in a shell, the daemon
+		 * under systemd, and a reload after detaching. */
+		if (k->type == KEY_PATH && v[0] != '/') {
+			problem(l, s, "%s.%s: \"%s\" must be an absolute path",
+			    prefix, name, v);
+			return;
+		}
+		char *d = dup_str(l, v);
+		if (d == NULL)
+			return;
+		free(*(char **)field);
+		*(char **)field = d;
+		return;
+	}
+	case KEY_ENUM: {
+		const char *v = config_setting_type(s) == CONFIG_TYPE_STRING ?
+		    config_setting_get_string(s) : NULL;
+		for (size_t i = 0; v != NULL && i < k->nwords; i++) {
+			if (k->words[i] != NULL && strcmp(v, k->words[i]) == 0) {
+				int iv = (int)i;
+				memcpy(field, &iv, sizeof(iv));
+				return;
+			}
+		}
+		struct buf b = { 0 };
+		if (put_words(&b, k) < 0) {
+			buf_free(&b);
+			l->nomem = true;
+			return;
+		}
+		if (v != NULL)
+			problem(l, s, "%s.%s: must be %s (got \"%s\")", prefix,
+			    name, b.data, v);
+		else
+			problem(l, s, "%s.%s: must be a string: %s", prefix,
+			    name, b.data);
+		buf_free(&b);
+		return;
+	}
+	}
+}
+
+static const struct key *
+find_key(const struct key *keys, const char *name)
+{
+	for (const struct key *k = keys; k->name != NULL; k++)
+		if (strcmp(k->name, name) == 0)
+			return k;
+	return NULL;
+}
+
+/* ---- groups ------------------------------------------------------------- */
+
+static void
+load_group(struct loader *l, const config_setting_t *g, const struct group *def)
+{
+	if (config_setting_type(g) != CONFIG_TYPE_GROUP) {
+		problem(l, g, "%s: must be a group: %s = { ... };", def->name,
+		    def->name);
+		return;
+	}
+	for (int i = 0; i < config_setting_length(g); i++) {
+		const config_setting_t *s = config_setting_get_elem(g, (unsigned)i);
+		const struct key *k = find_key(def->keys, config_setting_name(s));
+		if (k == NULL)
+			problem(l, s, "%s.%s: unknown key", def->name,
+			    config_setting_name(s));
+		else
+			load_key(l, s, def->name, k, l->c);
+	}
+}
+
+/* ---- tasks -------------------------------------------------------------- */
+
+/* A NULL-terminated copy of an array of strings; elements are checked and
+ * reported as key[i].  Returns NULL (with problems recorded) when any
+ * element is not a string. */
+static char **
+load_strings(struct loader *l, const config_setting_t *s, const char *key,
+    size_t *count)
+{
+	int t = config_setting_type(s);
+
+	if (t != CONFIG_TYPE_ARRAY && t != CONFIG_TYPE_LIST) {
+		problem(l, s, "%s: must be an array of strings: [ \"...\", ... ]", key);
+		return NULL;
+	}
+	size_t n = (size_t)config_setting_length(s);
+	bool ok = true;
+	for (size_t i = 0; i < n; i++) {
+		const config_setting_t *e = config_setting_get_elem(s, (unsigned)i);
+		if (config_setting_type(e) != CONFIG_TYPE_STRING) {
+			problem(l, e, "%s[%zu]: must be a string", key, i);
+			ok = false;
+		}
+	}
+	if (!ok)
+		return NULL;
+
+	char **v = calloc(n + 1, sizeof(*v));
+	if (v == NULL) {
+		l->nomem = true;
+		return NULL;
+	}
+	for (size_t i = 0; i < n; i++) {
+		v[i] = dup_str(l, config_setting_get_string_elem(s, (int)i));
+		if (v[i] == NULL) {
+			for (size_t j = 0; j < i; j++)
+				free(v[j]);
+			free(v);
+			return NULL;
+		}
+	}
+	*count = n;
+	return v;
+}
+
+static void
+free_strings(char **v)
+{
+	if (v == NULL)
+		return;
+	for (char **p = v; *p != NULL; p++)
+		free(*p);
+	free(v);
+}
+
+/* exec[0] is run without a shell or $PATH: insist on an absolute path to
+ * something this machine can execute now, so `taskd -t` catches a missing
+ * package before the first task fails. */
+static void
+check_program(struct loader *l, const config_setting_t *s, const char *key,
+    const char *prog)
+{
+	struct stat st;
+
+	if (prog[0] != '/') {
+		problem(l, s, "%s[0]: \"%s\" must be an absolute path (there is "
+		    "no $PATH search)", key, prog);
+		return;
+	}
+	if (stat(prog, &st) < 0) {
+		problem(l, s, "%s[0]: %s: %s", key, prog, strerror(errno));
+		return;
+	}
+	if (!S_ISREG(st.st_mode)) {
+		problem(l, s, "%s[0]: %s: not a regular file", key, prog);
+		return;
+	}
+	if (access(prog, X_OK) < 0)
+		problem(l, s, "%s[0]: %s: not executable: %s", key, prog,
+		    strerror(errno));
+}
+
+static void
+load_exec(struct loader *l, const config_setting_t *s, const char *key,
+    struct conf_task *t)
+{
+	size_t n = 0;
+	char **argv = load_strings(l, s, key, &n);
+
+	if (argv == NULL)
+		return;
+	if (n == 0) {
+		problem(l, s, "%s: must not be empty (it is the program and its "
+		    "arguments)", key);
+		free(argv);
+		return;
+	}
+	check_program(l, config_setting_get_elem(s, 0), key, argv[0]);
+	t->exec = argv;
+}
+
+static void
+load_allow(struct loader *l, const config_setting_t *s, const char *key,
+    struct conf_task *t)
+{
+	size_t n = 0;
+	char **v = load_strings(l, s, key, &n);
+
+	if (v == NULL)
+		return;
+	/* An empty prefix matches every URL: surely not what was meant by
+	 * an allow-list. */
+	for (size_t i = 0; i < n; i++)
+		if (v[i][0] == '\0')
+			problem(l, config_setting_get_elem(s, (unsigned)i),
+			    "%s[%zu]: must not be empty (it would allow every "
+			    "URL)", key, i);
+	t->allow = v;
+	t->nallow = n;
+}
+
+static void
+load_task(struct loader *l, const config_setting_t *e, size_t idx,
+    struct conf_task *t)
+{
+	struct buf key = { 0 };   /* "tasks[idx]", then "tasks[idx].member" */
+	const config_setting_t *name = NULL, *handler = NULL, *exec = NULL;
+	const config_setting_t *kind = NULL;
+	size_t plen;
+
+	t->line = (int)config_setting_source_line(e);
+	t->timeout = l->c->timeout;
+	if (buf_printf(&key, "tasks[%zu]", idx) < 0)
+		goto nomem;
+	plen = key.len;
+
+	for (int i = 0; i < config_setting_length(e); i++) {
+		const config_setting_t *s = config_setting_get_elem(e, (unsigned)i);
+		const char *m = config_setting_name(s);
+		const struct key *k;
+
+		key.len = plen;
+		if (buf_printf(&key, ".%s", m) < 0)
+			goto nomem;
+		if (strcmp(m, "name") == 0) {
+			name = s;
+			if (config_setting_type(s) != CONFIG_TYPE_STRING) {
+				problem(l, s, "%s: must be a string", key.data);
+				continue;
+			}
+			const char *v = config_setting_get_string(s);
+			if (!valid_name(v))
+				problem(l, s, "%s: \"%s\" must be 1 to %d of the "
+				    "characters A-Z a-z 0-9 _ . : -", key.data, v,
+				    CONF_NAME_MAX);
+			else
+				t->name = dup_str(l, v);
+		} else if (strcmp(m, "exec") == 0) {
+			exec = s;
+			load_exec(l, s, key.data, t);
+		} else if (strcmp(m, "allow") == 0) {
+			load_allow(l, s, key.data, t);
+		} else if ((k = find_key(task_keys, m)) != NULL) {
+			if (strcmp(m, "handler") == 0)
+				handler = s;
+			else if (strcmp(m, "kind") == 0)
+				kind = s;
+			key.len = plen;
+			key.data[plen] = '\0';
+			load_key(l, s, key.data, k, t);
+		} else {
+			problem(l, s, "%s: unknown key", key.data);
+		}
+	}
+	key.len = plen;
+	key.data[plen] = '\0';
+
+	if (name == NULL)
+		problem(l, e, "%s.name: missing: every task needs a name", key.data);
+	if (handler != NULL && exec != NULL)
+		problem(l, e, "%s: has both handler and exec; give exactly one",
+		    key.data);
+	else if (handler == NULL && exec == NULL)
+		problem(l, e, "%s: needs a handler or an exec", key.data);
+	/* A program has no kind of its own to fall back on; most wait on
+	 * something (a network, a disk), so they share the event loop unless
+	 * the operator says they burn CPU. */
+	if (exec != NULL && kind == NULL)
+		t->kind = CONF_KIND_IO;
+	buf_free(&key);
+	return;
+
+nomem:
+	buf_free(&key);
+	l->nomem = true;
+}
+
+static void
+load_tasks(struct loader *l, const config_setting_t *list)
+{
+	struct conf *c = l->c;
+
+	if (list == NULL)
+		return;
+	/* "tasks = [];" is how some write an empty list; accept it. */
+	if (config_setting_type(list) == CONFIG_TYPE_ARRAY &&
+	    config_setting_length(list) == 0)
+		return;
+	if (config_setting_type(list) != CONFIG_TYPE_LIST) {
+		problem(l, list, "tasks: must be a list of groups: "
+		    "tasks = ( { name = ...; }, ... );");
+		return;
+	}
+	size_t n = (size_t)config_setting_length(list);
+	if (n == 0)
+		return;
+	c->tasks = calloc(n, sizeof(*c->tasks));
+	if (c->tasks == NULL) {
+		l->nomem = true;
+		return;
+	}
+	/* Slot i is element i even when an element is unusable, so messages
+	 * and the registry agree on what "tasks[i]" means. */
+	c->ntasks = n;
+	for (size_t i = 0; i < n; i++) {
+		const config_setting_t *e = config_setting_get_elem(list, (unsigned)i);
+		struct conf_task *t = &c->tasks[i];
+
+		if (config_setting_type(e) != CONFIG_TYPE_GROUP) {
+			problem(l, e, "tasks[%zu]: must be a group: { name = ...; }", i);
+			continue;
+		}
+		load_task(l, e, i, t);
+		if (t->name == NULL)
+			continue;
+		for (size_t j = 0; j < i; j++) {
+			if (c->tasks[j].name != NULL &&
+			    strcmp(c->tasks[j].name, t->name) == 0) {
+				problem(l, config_setting_get_member(e, "name"),
+				    "tasks[%zu].name: \"%s\" is already the name "
+				    "of tasks[%zu] (line %d)", i, t->name, j,
+				    c->tasks[j].line);
+				break;
+			}
+		}
+	}
+}
+
+/* ---- cross-checks ------------------------------------------------------- */
+
+static void
+wipe_free(char *s)
+{
+	if (s == NULL)
+		return;
+	explicit_bzero(s, strlen(s));
+	free(s);
+}
+
+/* The password's first line, or NULL with a problem recorded.  A file
+ * keeps the secret out of a world-readable config and out of `ps`; systemd
+ * credentials (LoadCredential=) deliver exactly such a file.  The line is
+ * taken verbatim: percent-escapes are a URI matter, not a file's. */
+static char *
+read_password(struct loader *l, const config_setting_t *s, const char *path)
+{
+	FILE *f = fopen(path, "re");
+	char *line = NULL;
+	size_t cap = 0;
+
+	if (f == NULL) {
+		problem(l, s, "broker.password_file: cannot read %s: %s", path,
+		    strerror(errno));
+		return NULL;
+	}
+	errno = 0;
+	ssize_t n = getline(&line, &cap, f);
+	int err = errno;
+	bool failed = ferror(f);
+	fclose(f);
+	if (n < 0) {
+		if (failed)
+			problem(l, s, "broker.password_file: cannot read %s: %s",
+			    path, strerror(err));
+		else if (err == ENOMEM)
+			l->nomem = true;
+		else
+			problem(l, s, "broker.password_file: %s is empty", path);
+		free(line);
+		return NULL;
+	}
+	if (n > 0 && line[n - 1] == '\n')
+		line[--n] = '\0';
+	if (n > 0 && line[n - 1] == '\r')
+		line[--n] = '\0';
+	if (n == 0) {
+		problem(l, s, "broker.password_file: the first line of %s is "
+		    "empty", path);
+		wipe_free(line);
+		return NULL;
+	}
+	if (strlen(line) != (size_t)n) {
+		problem(l, s, "broker.password_file: %s holds a NUL byte", path);
+		explicit_bzero(line, (size_t)n);
+		free(line);
+		return NULL;
+	}
+	return line;
+}
+
+static void
+check_broker(struct loader *l, const config_t *cfg)
+{
+	struct conf *c = l->c;
+	char err[256];   /* our own text: uri_parse never echoes the input */
+	bool parsed = uri_parse(c->broker_uri, &c->broker, err, sizeof(err)) == 0;
+
+	if (!parsed)
+		problem(l, config_lookup(cfg, "broker.uri"), "broker.uri: %s", err);
+	if (c->password_file != NULL) {
+		char *pw = read_password(l, config_lookup(cfg, "broker.password_file"),
+		    c->password_file);
+		if (pw != NULL && parsed) {
+			wipe_free(c->broker.password);
+			c->broker.password = pw;
+		} else {
+			wipe_free(pw);
+		}
+	}
+}
+
+static void
+check_queue(struct loader *l, const config_t *cfg)
+{
+	struct conf *c = l->c;
+
+	if (c->queue_type == CONF_QUEUE_QUORUM && !c->queue_durable)
+		problem(l, config_lookup(cfg, "queue.type"), "queue.type: a "
+		    "quorum queue is always durable, but queue.durable is false");
+	if (c->default_task[0] != '\0' && conf_task_find(c, c->default_task) == NULL)
+		problem(l, config_lookup(cfg, "queue.default_task"),
+		    "queue.default_task: \"%s\" is not the name of a task in "
+		    "tasks", c->default_task);
+}
+
+/* ---- entry points ------------------------------------------------------- */
+
+static struct conf *
+conf_defaults(const char *path)
+{
+	struct conf *c = calloc(1, sizeof(*c));
+
+	if (c == NULL)
+		return NULL;
+	c->path = strdup(path);
+	c->broker_uri = strdup(CONF_DEFAULT_URI);
+	c->heartbeat = 30;
+	c->prefetch = 0;
+	c->connect_timeout = 10;
+	c->reconnect_max = 30;
+	c->max_unconfirmed = 1000;
+	c->queue_name = strdup("distributed_tasks");
+	c->queue_durable = true;
+	c->queue_type = CONF_QUEUE_CLASSIC;
+	c->default_task = strdup("");
+	c->reply_queue = strdup("distributed_results");
+	c->io_max_concurrency = 10000;
+	c->cpu_workers = 0;
+	c->timeout = 300;
+	c->max_payload = 16777216;
+	c->log_level = LOG_LEVEL_INFO;
+	c->shutdown_grace = 30;
+	if (c->path == NULL || c->broker_uri == NULL || c->queue_name == NULL ||
+	    c->default_task == NULL || c->reply_queue == NULL) {
+		conf_free(c);
+		return NULL;
+	}
+	return c;
+}
+
+static void
+load_root(struct loader *l, const config_setting_t *root)
+{
+	for (int i = 0; i < config_setting_length(root); i++) {
+		const config_setting_t *s = config_setting_get_elem(root, (unsigned)i);
+		const char *name = config_setting_name(s);
+		const struct group *g;
+
+		if (strcmp(name, "tasks") == 0)
+			continue;
+		for (g = groups; g->name != NULL; g++)
+			if (strcmp(g->name, name) == 0)
+				break;
+		if (g->name == NULL)
+			problem(l, s, "%s: unknown setting (known: broker, queue, "
+			    "reply, io, cpu, limits, log, shutdown, tasks)", name);
+		else
+			load_group(l, s, g);
+	}
+}
+
+struct conf *
+conf_load(const char *path, char **errs)
+{
+	struct loader l = { .path = path };
+	config_t cfg;
+
+	l.c = conf_defaults(path);
+	if (l.c == NULL) {
+		l.nomem = true;
+		goto out;
+	}
+	/* libconfig says only "file I/O error"; the operator wants errno. */
+	FILE *f = fopen(path, "re");
+	if (f == NULL) {
+		problem_at(&l, path, 0, "cannot read: %s", strerror(errno));
+		goto out;
+	}
+	fclose(f);
+
+	config_init(&cfg);
+	if (!config_read_file(&cfg, path)) {
+		if (config_error_type(&cfg) == CONFIG_ERR_FILE_IO)
+			problem_at(&l, config_error_file(&cfg), 0, "cannot read "
+			    "the file");
+		else
+			problem_at(&l, config_error_file(&cfg),
+			    (unsigned)config_error_line(&cfg), "syntax error: %s",
+			    config_error_text(&cfg));
+		config_destroy(&cfg);
+		goto out;
+	}
+	const config_setting_t *root = config_root_setting(&cfg);
+	/* Groups first: a task's timeout defaults to limits.timeout, wherever
+	 * in the file that is written. */
+	load_root(&l, root);
+	load_tasks(&l, config_setting_get_member(root, "tasks"));
+	check_broker(&l, &cfg);
+	check_queue(&l, &cfg);
+	config_destroy(&cfg);
+
+out:
+	if (l.n == 0 && !l.nomem) {
+		problems_free(&l);
+		return l.c;
+	}
+	*errs = problems_text(&l);
+	problems_free(&l);
+	conf_free(l.c);
+	return NULL;
+}
+
+const struct conf_task *
+conf_task_find(const struct conf *c, const char *name)
+{
+	/* Linear: a handful of tasks, looked up once per message at most. */
+	for (size_t i = 0; i < c->ntasks; i++)
+		if (c->tasks[i].name != NULL && strcmp(c->tasks[i].name, name) == 0)
+			return &c->tasks[i];
+	return NULL;
+}
+
+void
+conf_free(struct conf *c)
+{
+	if (c == NULL)
+		return;
+	for (size_t i = 0; i < c->ntasks; i++) {
+		struct conf_task *t = &c->tasks[i];
+		free(t->name);
+		free(t->handler);
+		free_strings(t->exec);
+		free_strings(t->allow);
+	}
+	free(c->tasks);
+	free(c->path);
+	free(c->broker_uri);
+	uri_free(&c->broker);
+	free(c->password_file);
+	free(c->cacert);
+	free(c->queue_name);
+	free(c->default_task);
+	free(c->reply_queue);
+	free(c);
+}

@@ -1,0 +1,484 @@
+#include "connector.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <amqp_ssl_socket.h>
+#include <amqp_tcp_socket.h>
+#include <openssl/ssl.h>
+
+#include "config.h"
+#include "buf.h"
+
+/* Channels used only while setting up, to probe and declare queues: a
+ * failed declare closes its channel, and these are thrown away. */
+#define CH_PROBE 3
+
+struct connector {
+	struct ev_loop *loop;
+	ev_async async;
+	pthread_t thread;
+	bool thread_started;
+	bool finished;           /* the thread has handed over its result */
+	connector_done_fn *done;
+	void *ctx;
+	struct connector_params params;
+	struct connector_result res;
+
+	/* Shared with the thread, under lock: how the loop aborts a step. */
+	pthread_mutex_t lock;
+	int fd;
+	bool aborted;
+};
+
+static char *
+xstrdup(const char *s)
+{
+	return s ? strdup(s) : NULL;
+}
+
+void
+connector_params_clear(struct connector_params *p)
+{
+	uri_free(&p->uri);
+	free(p->cacert);
+	free(p->queue);
+	free(p->reply_queue);
+	free(p->connection_name);
+	memset(p, 0, sizeof(*p));
+}
+
+int
+connector_params_copy(struct connector_params *dst, const struct connector_params *src)
+{
+	memset(dst, 0, sizeof(*dst));
+	*dst = *src;
+	memset(&dst->uri, 0, sizeof(dst->uri));
+	dst->cacert = xstrdup(src->cacert);
+	dst->queue = xstrdup(src->queue);
+	dst->reply_queue = xstrdup(src->reply_queue);
+	dst->connection_name = xstrdup(src->connection_name);
+	if (uri_copy(&dst->uri, &src->uri) < 0 ||
+	    (src->cacert && !dst->cacert) || (src->queue && !dst->queue) ||
+	    (src->reply_queue && !dst->reply_queue) ||
+	    (src->connection_name && !dst->connection_name)) {
+		connector_params_clear(dst);
+		return -1;
+	}
+	return 0;
+}
+
+void
+connector_result_clear(struct connector_result *res)
+{
+	if (res->conn != NULL)
+		amqp_destroy_connection(res->conn);
+	free(res->error);
+	free(res->warning);
+	free(res->consumer_tag);
+	memset(res, 0, sizeof(*res));
+}
+
+char *
+connector_reply_text(amqp_rpc_reply_t r, const char *what)
+{
+	struct buf b = { 0 };
+	int rc = 0;
+
+	switch (r.reply_type) {
+	case AMQP_RESPONSE_NORMAL:
+		rc = buf_printf(&b, "%s: ok", what);
+		break;
+	case AMQP_RESPONSE_NONE:
+		rc = buf_printf(&b, "%s: no reply from the broker", what);
+		break;
+	case AMQP_RESPONSE_LIBRARY_EXCEPTION:
+		rc = buf_printf(&b, "%s: %s", what, amqp_error_string2(r.library_error));
+		break;
+	case AMQP_RESPONSE_SERVER_EXCEPTION:
+		if (r.reply.id == AMQP_CONNECTION_CLOSE_METHOD) {
+			amqp_connection_close_t *m = r.reply.decoded;
+			rc = buf_printf(&b, "%s: broker closed the connection: %u %.*s",
+			    what, m->reply_code, (int)m->reply_text.len,
+			    (const char *)m->reply_text.bytes);
+		} else if (r.reply.id == AMQP_CHANNEL_CLOSE_METHOD) {
+			amqp_channel_close_t *m = r.reply.decoded;
+			rc = buf_printf(&b, "%s: broker closed the channel: %u %.*s",
+			    what, m->reply_code, (int)m->reply_text.len,
+			    (const char *)m->reply_text.bytes);
+		} else {
+			rc = buf_printf(&b, "%s: unexpected broker method 0x%08x",
+			    what, r.reply.id);
+		}
+		break;
+	}
+	if (rc < 0) {
+		buf_free(&b);
+		return strdup(what);
+	}
+	return buf_steal(&b, NULL);
+}
+
+static bool
+channel_closed(amqp_rpc_reply_t r, unsigned *code, char **text)
+{
+	if (r.reply_type != AMQP_RESPONSE_SERVER_EXCEPTION ||
+	    r.reply.id != AMQP_CHANNEL_CLOSE_METHOD)
+		return false;
+	amqp_channel_close_t *m = r.reply.decoded;
+	*code = m->reply_code;
+	if (text != NULL) {
+		*text = malloc(m->reply_text.len + 1);
+		if (*text != NULL) {
+			memcpy(*text, m->reply_text.bytes, m->reply_text.len);
+			(*text)[m->reply_text.len] = '\0';
+		}
+	}
+	return true;
+}
+
+/* After the broker closed a channel: acknowledge, so the number is free. */
+static int
+channel_close_ok(amqp_connection_state_t conn, amqp_channel_t ch)
+{
+	amqp_channel_close_ok_t ok = { 0 };
+	return amqp_send_method(conn, ch, AMQP_CHANNEL_CLOSE_OK_METHOD, &ok);
+}
+
+static bool
+aborted(struct connector *c)
+{
+	pthread_mutex_lock(&c->lock);
+	bool a = c->aborted;
+	pthread_mutex_unlock(&c->lock);
+	return a;
+}
+
+/* Design §5: a queue is used as it exists and declared only when missing.
+ * A passive declare tells whether it exists; durability is not in its
+ * reply, so a second probe re-declares it durable on a throw-away channel
+ * and reads a 406 "inequivalent arg 'durable'" as "exists, not durable". */
+static int
+declare_or_use(struct connector *c, amqp_connection_state_t conn,
+    const char *name, bool durable, bool quorum, bool *created,
+    bool *is_durable)
+{
+	amqp_bytes_t q = amqp_cstring_bytes(name);
+	amqp_rpc_reply_t r;
+	unsigned code = 0;
+
+	*created = false;
+	*is_durable = durable;
+	if (amqp_channel_open(conn, CH_PROBE) == NULL) {
+		c->res.error = connector_reply_text(amqp_get_rpc_reply(conn), "channel.open");
+		return -1;
+	}
+	amqp_queue_declare(conn, CH_PROBE, q, 1, 0, 0, 0, amqp_empty_table);
+	r = amqp_get_rpc_reply(conn);
+	if (r.reply_type == AMQP_RESPONSE_NORMAL) {
+		amqp_queue_declare(conn, CH_PROBE, q, 0, 1, 0, 0, amqp_empty_table);
+		r = amqp_get_rpc_reply(conn);
+		char *text = NULL;
+		if (r.reply_type == AMQP_RESPONSE_NORMAL) {
+			*is_durable = true;
+		} else if (channel_closed(r, &code, &text)) {
+			if (code == AMQP_PRECONDITION_FAILED && text != NULL &&
+			    strstr(text, "'durable'") != NULL)
+				*is_durable = false;
+			/* Any other mismatch (arguments, type) says nothing about
+			 * durability: the queue is used as it is. */
+			else
+				*is_durable = true;
+			free(text);
+			if (channel_close_ok(conn, CH_PROBE) != AMQP_STATUS_OK) {
+				c->res.error = strdup("channel.close-ok failed");
+				return -1;
+			}
+			return 0;
+		} else {
+			c->res.error = connector_reply_text(r, "queue.declare");
+			return -1;
+		}
+	} else if (channel_closed(r, &code, NULL) && code == AMQP_NOT_FOUND) {
+		if (channel_close_ok(conn, CH_PROBE) != AMQP_STATUS_OK ||
+		    amqp_channel_open(conn, CH_PROBE) == NULL) {
+			c->res.error = connector_reply_text(amqp_get_rpc_reply(conn),
+			    "channel.open");
+			return -1;
+		}
+		amqp_table_entry_t arg;
+		amqp_table_t args = amqp_empty_table;
+		if (quorum) {
+			arg.key = amqp_cstring_bytes("x-queue-type");
+			arg.value.kind = AMQP_FIELD_KIND_UTF8;
+			arg.value.value.bytes = amqp_cstring_bytes("quorum");
+			args.num_entries = 1;
+			args.entries = &arg;
+		}
+		amqp_queue_declare(conn, CH_PROBE, q, 0, durable, 0, 0, args);
+		r = amqp_get_rpc_reply(conn);
+		if (r.reply_type != AMQP_RESPONSE_NORMAL) {
+			char what[300];
+			snprintf(what, sizeof(what), "declaring queue '%s'", name);
+			c->res.error = connector_reply_text(r, what);
+			return -1;
+		}
+		*created = true;
+	} else {
+		char what[300];
+		snprintf(what, sizeof(what), "checking queue '%s'", name);
+		c->res.error = connector_reply_text(r, what);
+		return -1;
+	}
+	amqp_channel_close(conn, CH_PROBE, AMQP_REPLY_SUCCESS);
+	r = amqp_get_rpc_reply(conn);
+	if (r.reply_type != AMQP_RESPONSE_NORMAL) {
+		c->res.error = connector_reply_text(r, "channel.close");
+		return -1;
+	}
+	return 0;
+}
+
+static int
+connector_run(struct connector *c, amqp_connection_state_t conn)
+{
+	const struct connector_params *p = &c->params;
+	struct timeval tv;
+	amqp_socket_t *sock;
+	amqp_rpc_reply_t r;
+	int rc;
+
+	tv.tv_sec = (time_t)p->timeout;
+	tv.tv_usec = (suseconds_t)((p->timeout - (double)tv.tv_sec) * 1e6);
+
+	if (p->uri.tls) {
+		sock = amqp_ssl_socket_new(conn);
+		if (sock == NULL) {
+			c->res.error = strdup("cannot create a TLS socket");
+			return -1;
+		}
+		/* 0.11 loads no default CA paths and would trust nothing. */
+		if (p->cacert != NULL)
+			rc = amqp_ssl_socket_set_cacert(sock, p->cacert);
+		else
+			rc = SSL_CTX_set_default_verify_paths(
+			    amqp_ssl_socket_get_context(sock)) == 1 ? AMQP_STATUS_OK : -1;
+		if (rc != AMQP_STATUS_OK) {
+			c->res.error = strdup("cannot load the CA certificates for TLS");
+			return -1;
+		}
+	} else {
+		sock = amqp_tcp_socket_new(conn);
+		if (sock == NULL) {
+			c->res.error = strdup("cannot create a socket");
+			return -1;
+		}
+	}
+	if (amqp_set_handshake_timeout(conn, &tv) != AMQP_STATUS_OK ||
+	    amqp_set_rpc_timeout(conn, &tv) != AMQP_STATUS_OK) {
+		c->res.error = strdup("cannot set the broker timeouts");
+		return -1;
+	}
+
+	rc = amqp_socket_open_noblock(sock, p->uri.host, p->uri.port, &tv);
+	if (rc != AMQP_STATUS_OK) {
+		struct buf b = { 0 };
+		(void)buf_printf(&b, "cannot connect to %s:%d: %s", p->uri.host,
+		    p->uri.port, amqp_error_string2(rc));
+		c->res.error = buf_steal(&b, NULL);
+		return -1;
+	}
+	pthread_mutex_lock(&c->lock);
+	c->fd = amqp_get_sockfd(conn);
+	bool gone = c->aborted;
+	pthread_mutex_unlock(&c->lock);
+	if (gone)
+		return -1;
+
+	/* Advertise what the loop handles: without these the broker sends no
+	 * basic.cancel when the queue goes and no connection.blocked. */
+	amqp_table_entry_t caps[4], props[3];
+	const char *capnames[] = { "consumer_cancel_notify", "connection.blocked",
+	    "publisher_confirms", "basic.nack" };
+	for (int i = 0; i < 4; i++) {
+		caps[i].key = amqp_cstring_bytes(capnames[i]);
+		caps[i].value.kind = AMQP_FIELD_KIND_BOOLEAN;
+		caps[i].value.value.boolean = 1;
+	}
+	props[0].key = amqp_cstring_bytes("capabilities");
+	props[0].value.kind = AMQP_FIELD_KIND_TABLE;
+	props[0].value.value.table.num_entries = 4;
+	props[0].value.value.table.entries = caps;
+	props[1].key = amqp_cstring_bytes("connection_name");
+	props[1].value.kind = AMQP_FIELD_KIND_UTF8;
+	props[1].value.value.bytes = amqp_cstring_bytes(p->connection_name);
+	props[2].key = amqp_cstring_bytes("product");
+	props[2].value.kind = AMQP_FIELD_KIND_UTF8;
+	props[2].value.value.bytes = amqp_cstring_bytes("taskd " PACKAGE_VERSION);
+	amqp_table_t client_props = { 3, props };
+
+	r = amqp_login_with_properties(conn, p->uri.vhost, 0, AMQP_DEFAULT_FRAME_SIZE,
+	    p->heartbeat, &client_props, AMQP_SASL_METHOD_PLAIN, p->uri.user,
+	    p->uri.password);
+	if (r.reply_type != AMQP_RESPONSE_NORMAL) {
+		char what[300];
+		snprintf(what, sizeof(what), "login to %s:%d vhost '%s' as '%s'",
+		    p->uri.host, p->uri.port, p->uri.vhost, p->uri.user);
+		c->res.error = connector_reply_text(r, what);
+		return -1;
+	}
+	c->res.heartbeat = amqp_get_heartbeat(conn);
+
+	bool created, durable;
+	if (aborted(c) || declare_or_use(c, conn, p->queue, p->durable, p->quorum,
+	    &created, &durable) < 0)
+		return -1;
+	c->res.declared = created;
+	if (!durable) {
+		struct buf b = { 0 };
+		(void)buf_printf(&b, "queue '%s' exists but is not durable: its tasks "
+		    "are lost when the broker restarts", p->queue);
+		c->res.warning = buf_steal(&b, NULL);
+	}
+	if (p->reply_queue != NULL && p->reply_queue[0] != '\0') {
+		if (aborted(c) || declare_or_use(c, conn, p->reply_queue, true, false,
+		    &created, &durable) < 0)
+			return -1;
+		c->res.reply_durable = durable;
+	}
+
+	if (aborted(c) || amqp_channel_open(conn, CONNECTOR_CH_CONSUME) == NULL) {
+		c->res.error = connector_reply_text(amqp_get_rpc_reply(conn), "channel.open");
+		return -1;
+	}
+	if (amqp_basic_qos(conn, CONNECTOR_CH_CONSUME, 0, (uint16_t)p->prefetch, 0) == NULL) {
+		c->res.error = connector_reply_text(amqp_get_rpc_reply(conn), "basic.qos");
+		return -1;
+	}
+	if (amqp_channel_open(conn, CONNECTOR_CH_PUBLISH) == NULL) {
+		c->res.error = connector_reply_text(amqp_get_rpc_reply(conn), "channel.open");
+		return -1;
+	}
+	if (amqp_confirm_select(conn, CONNECTOR_CH_PUBLISH) == NULL) {
+		c->res.error = connector_reply_text(amqp_get_rpc_reply(conn), "confirm.select");
+		return -1;
+	}
+	/* Consume last: deliveries may follow at once, and the loop (not this
+	 * thread) must be the one to read them.  The consume-ok reply itself is
+	 * read here; any delivery read along with it stays queued inside the
+	 * connection, and the loop drains it first. */
+	amqp_basic_consume_ok_t *ok = amqp_basic_consume(conn, CONNECTOR_CH_CONSUME,
+	    amqp_cstring_bytes(p->queue), amqp_empty_bytes, 0, 0, 0, amqp_empty_table);
+	if (ok == NULL) {
+		c->res.error = connector_reply_text(amqp_get_rpc_reply(conn), "basic.consume");
+		return -1;
+	}
+	c->res.consumer_tag = malloc(ok->consumer_tag.len + 1);
+	if (c->res.consumer_tag == NULL) {
+		c->res.error = strdup("out of memory");
+		return -1;
+	}
+	memcpy(c->res.consumer_tag, ok->consumer_tag.bytes, ok->consumer_tag.len);
+	c->res.consumer_tag[ok->consumer_tag.len] = '\0';
+	return 0;
+}
+
+static void *
+connector_main(void *arg)
+{
+	struct connector *c = arg;
+	amqp_connection_state_t conn = amqp_new_connection();
+
+	if (conn == NULL) {
+		c->res.error = strdup("out of memory");
+	} else if (connector_run(c, conn) == 0) {
+		c->res.conn = conn;
+	} else {
+		if (c->res.error == NULL)
+			c->res.error = strdup("aborted");
+		amqp_destroy_connection(conn);
+	}
+	pthread_mutex_lock(&c->lock);
+	c->fd = -1;
+	pthread_mutex_unlock(&c->lock);
+	ev_async_send(c->loop, &c->async);
+	return NULL;
+}
+
+static void
+connector_async_cb(struct ev_loop *loop, ev_async *w, int revents)
+{
+	(void)revents;
+	struct connector *c = (struct connector *)((char *)w - offsetof(struct connector, async));
+
+	ev_async_stop(loop, &c->async);
+	pthread_join(c->thread, NULL);
+	c->thread_started = false;
+	c->finished = true;
+	struct connector_result res = c->res;
+	memset(&c->res, 0, sizeof(c->res));
+	/* Last: done may free c. */
+	c->done(c->ctx, &res);
+}
+
+struct connector *
+connector_start(struct ev_loop *loop, const struct connector_params *params,
+    connector_done_fn *done, void *ctx)
+{
+	struct connector *c = calloc(1, sizeof(*c));
+	if (c == NULL)
+		return NULL;
+	if (connector_params_copy(&c->params, params) < 0) {
+		free(c);
+		return NULL;
+	}
+	c->loop = loop;
+	c->done = done;
+	c->ctx = ctx;
+	c->fd = -1;
+	pthread_mutex_init(&c->lock, NULL);
+	ev_async_init(&c->async, connector_async_cb);
+	ev_async_start(loop, &c->async);
+
+	/* The thread must never take a signal: the loop reads them from a
+	 * signalfd, which only works while every thread blocks them. */
+	sigset_t all, old;
+	sigfillset(&all);
+	pthread_sigmask(SIG_SETMASK, &all, &old);
+	int rc = pthread_create(&c->thread, NULL, connector_main, c);
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	if (rc != 0) {
+		ev_async_stop(loop, &c->async);
+		connector_params_clear(&c->params);
+		pthread_mutex_destroy(&c->lock);
+		free(c);
+		errno = rc;
+		return NULL;
+	}
+	c->thread_started = true;
+	return c;
+}
+
+void
+connector_free(struct connector *c)
+{
+	if (c == NULL)
+		return;
+	if (c->thread_started) {
+		pthread_mutex_lock(&c->lock);
+		c->aborted = true;
+		if (c->fd >= 0)
+			shutdown(c->fd, SHUT_RDWR);
+		pthread_mutex_unlock(&c->lock);
+		pthread_join(c->thread, NULL);
+		ev_async_stop(c->loop, &c->async);
+	}
+	connector_result_clear(&c->res);
+	connector_params_clear(&c->params);
+	pthread_mutex_destroy(&c->lock);
+	free(c);
+}

@@ -1,0 +1,627 @@
+#include "dispatch.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <time.h>
+
+#include "envelope.h"
+#include "handler.h"
+#include "log.h"
+#include "result.h"
+
+enum task_state {
+	TASK_WAITING,   /* admitted, waiting for an I/O slot */
+	TASK_RUNNING,   /* its handler is working */
+	TASK_RETRY,     /* waiting out the backoff before another attempt */
+	TASK_PUBLISH,   /* result ready, waiting for the broker to take it */
+	TASK_CONFIRM,   /* result published, waiting for the broker's confirm */
+};
+
+struct task {
+	struct task *prev, *next;     /* every task (d->all) */
+	struct task *qnext;           /* the waiting or the publish FIFO */
+	struct dispatch *d;
+	struct broker_delivery *dlv;
+	struct envelope env;
+	const struct handler *handler;
+	double timeout;
+	int retries;
+	int attempt;
+	enum task_state state;
+	double started;
+	ev_timer deadline;
+	ev_timer retry;
+	struct handler_call call;
+};
+
+struct fifo {
+	struct task *head, *tail;
+	size_t n;
+};
+
+struct dispatch {
+	struct ev_loop *loop;
+	const struct conf *conf;
+	const struct registry *reg;
+	struct broker *broker;
+	char *worker;
+	struct task all;              /* list head */
+	struct fifo waiting;
+	struct fifo publish;
+	bool admitting;
+	bool draining;
+	void (*idle)(void *ctx);
+	void *idle_ctx;
+	uint64_t rng[2];
+	struct dispatch_stats st;
+};
+
+static void task_finished(struct task *t);
+
+static void
+fifo_push(struct fifo *q, struct task *t)
+{
+	t->qnext = NULL;
+	if (q->tail)
+		q->tail->qnext = t;
+	else
+		q->head = t;
+	q->tail = t;
+	q->n++;
+}
+
+static struct task *
+fifo_pop(struct fifo *q)
+{
+	struct task *t = q->head;
+	if (t == NULL)
+		return NULL;
+	q->head = t->qnext;
+	if (q->head == NULL)
+		q->tail = NULL;
+	q->n--;
+	t->qnext = NULL;
+	return t;
+}
+
+static void
+fifo_remove(struct fifo *q, struct task *t)
+{
+	struct task **pp = &q->head, *prev = NULL;
+	while (*pp != NULL && *pp != t) {
+		prev = *pp;
+		pp = &(*pp)->qnext;
+	}
+	if (*pp == NULL)
+		return;
+	*pp = t->qnext;
+	if (q->tail == t)
+		q->tail = prev;
+	q->n--;
+	t->qnext = NULL;
+}
+
+/* xorshift128+: task ids only need to be unique, not secret, and a
+ * syscall per message would cost more than the rest of the parse. */
+static uint64_t
+dispatch_rand(struct dispatch *d)
+{
+	uint64_t x = d->rng[0], y = d->rng[1];
+	d->rng[0] = y;
+	x ^= x << 23;
+	d->rng[1] = x ^ y ^ (x >> 17) ^ (y >> 26);
+	return d->rng[1] + y;
+}
+
+static void
+task_free(struct task *t)
+{
+	struct dispatch *d = t->d;
+	ev_timer_stop(d->loop, &t->deadline);
+	ev_timer_stop(d->loop, &t->retry);
+	t->prev->next = t->next;
+	t->next->prev = t->prev;
+	d->st.in_flight--;
+	envelope_free(&t->env);
+	broker_delivery_free(t->dlv);
+	buf_free(&t->call.out.body);
+	free(t);
+	if (d->draining && d->st.in_flight == 0 && d->idle != NULL) {
+		void (*idle)(void *) = d->idle;
+		d->idle = NULL;
+		idle(d->idle_ctx);
+	}
+}
+
+/* The task is over for this node: ack, or reject with or without requeue. */
+static void
+task_settle(struct task *t)
+{
+	struct dispatch *d = t->d;
+	enum result_status s = t->call.out.status;
+
+	if (s == RESULT_REJECTED) {
+		broker_reject(d->broker, t->dlv->gen, t->dlv->tag, false);
+		d->st.rejected++;
+	} else {
+		broker_ack(d->broker, t->dlv->gen, t->dlv->tag);
+		if (s == RESULT_OK)
+			d->st.ok++;
+		else
+			d->st.failed++;
+	}
+	task_free(t);
+}
+
+static void
+task_requeue(struct task *t)
+{
+	broker_reject(t->d->broker, t->dlv->gen, t->dlv->tag, true);
+	t->d->st.requeued++;
+	task_free(t);
+}
+
+static void
+dispatch_flush(struct dispatch *d)
+{
+	uint64_t gen = broker_generation(d->broker);
+
+	while (d->publish.head != NULL) {
+		struct task *t = d->publish.head;
+		if (t->dlv->gen != gen) {
+			/* Its channel is gone; the broker redelivers it. */
+			fifo_pop(&d->publish);
+			task_free(t);
+			continue;
+		}
+		struct result_info info = {
+			.status = t->call.out.status,
+			.task = t->env.task,
+			.task_id = t->env.task_id,
+			.correlation_id = t->env.correlation_id,
+			.content_type = t->call.out.content_type ? t->call.out.content_type :
+			    t->env.content_type,
+			.worker = d->worker,
+			.attempt = t->attempt,
+			.duration_us = (int64_t)((handler_clock() - t->started) * 1e6),
+			.timestamp = time(NULL),
+			.persistent = t->env.reply_to_default && broker_reply_durable(d->broker),
+		};
+		struct result_msg msg;
+		result_build(&msg, &info);
+		int rc = broker_publish(d->broker, t->env.reply_to, &msg.props,
+		    t->call.out.body.data, t->call.out.body.len, t);
+		if (rc != 0)
+			return;  /* AGAIN: `writable` resumes; -1: `down` cleaned up */
+		fifo_pop(&d->publish);
+		t->state = TASK_CONFIRM;
+	}
+}
+
+/* Turns the handler's output into what gets published and sends it. */
+static void
+task_answer(struct task *t)
+{
+	struct dispatch *d = t->d;
+	struct handler_output *out = &t->call.out;
+
+	if (out->status != RESULT_OK) {
+		/* out.body holds the human message; the wire wants JSON. */
+		struct buf json = { 0 };
+		const char *code = out->error_code ? out->error_code : "handler_failed";
+		if (buf_reserve(&out->body, 0) < 0 ||
+		    result_error_body(&json, code, out->body.data) < 0) {
+			buf_free(&json);
+			buf_reset(&out->body);
+		} else {
+			buf_free(&out->body);
+			out->body = json;
+		}
+		if (out->status == RESULT_REJECTED)
+			log_warn("task %s (%s) rejected: %s", t->env.task_id,
+			    t->env.task ? t->env.task : "no name", code);
+	}
+	if (t->env.reply_to == NULL) {
+		task_settle(t);
+		return;
+	}
+	t->state = TASK_PUBLISH;
+	fifo_push(&d->publish, t);
+	if (d->publish.head == t)
+		dispatch_flush(d);
+}
+
+static void
+task_reject(struct task *t, const char *code, const char *message)
+{
+	handler_fail(&t->call.out, RESULT_REJECTED, code, "%s", message);
+	t->started = handler_clock();
+	task_answer(t);
+}
+
+static void dispatch_admit(struct dispatch *d);
+
+static void
+task_call_done(struct handler_call *call)
+{
+	struct task *t = (struct task *)((char *)call - offsetof(struct task, call));
+	struct dispatch *d = t->d;
+
+	ev_timer_stop(d->loop, &t->deadline);
+	d->st.io_running--;
+	task_finished(t);
+	dispatch_admit(d);
+}
+
+static void
+task_deadline_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+	(void)loop;
+	(void)revents;
+	struct task *t = w->data;
+	struct dispatch *d = t->d;
+
+	if (t->call.cancel != NULL) {
+		t->call.cancel(&t->call);
+		t->call.cancel = NULL;
+	}
+	d->st.io_running--;
+	handler_fail(&t->call.out, RESULT_TIMEOUT, "timeout",
+	    "the task did not finish within %.3f s", t->timeout);
+	task_finished(t);
+	dispatch_admit(d);
+}
+
+static void
+task_run(struct task *t)
+{
+	struct dispatch *d = t->d;
+	struct handler_call *call = &t->call;
+
+	t->state = TASK_RUNNING;
+	t->started = handler_clock();
+	buf_reset(&call->out.body);
+	call->out.status = RESULT_OK;
+	call->out.error_code = NULL;
+	call->out.content_type = NULL;
+	call->loop = d->loop;
+	call->in.payload = t->dlv->body;
+	call->in.len = t->dlv->body ? t->dlv->len : 0;
+	call->in.content_type = t->env.content_type;
+	call->in.deadline = t->started + t->timeout;
+	call->done = task_call_done;
+	call->cancel = NULL;
+
+	if (t->handler->kind == HANDLER_CPU) {
+		/* Inline until the worker pool lands: the handler is written to
+		 * run unchanged in a worker process. */
+		d->st.cpu_running++;
+		t->handler->run(&call->in, &call->out);
+		d->st.cpu_running--;
+		task_finished(t);
+		return;
+	}
+	d->st.io_running++;
+	ev_timer_set(&t->deadline, t->timeout, 0.0);
+	ev_timer_start(d->loop, &t->deadline);
+	/* May finish at once (echo) and free t: touch nothing after. */
+	t->handler->start(call);
+}
+
+static void
+dispatch_admit(struct dispatch *d)
+{
+	/* A handler finishing inside start() calls back here; the outer loop
+	 * carries on instead of recursing once per waiting task. */
+	if (d->admitting)
+		return;
+	d->admitting = true;
+	while (d->waiting.head != NULL &&
+	    d->st.io_running < (size_t)d->conf->io_max_concurrency) {
+		struct task *t = fifo_pop(&d->waiting);
+		task_run(t);
+	}
+	d->admitting = false;
+}
+
+static void
+task_retry_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+	(void)loop;
+	(void)revents;
+	struct task *t = w->data;
+	if (t->handler->kind == HANDLER_IO) {
+		t->state = TASK_WAITING;
+		fifo_push(&t->d->waiting, t);
+		dispatch_admit(t->d);
+	} else {
+		task_run(t);
+	}
+}
+
+static void
+task_finished(struct task *t)
+{
+	struct dispatch *d = t->d;
+	enum result_status s = t->call.out.status;
+
+	if (s == RESULT_TIMEOUT && t->attempt <= t->retries && !d->draining) {
+		/* Backoff doubles from half a second: a task that timed out
+		 * because the machine was busy gets room before running again. */
+		double delay = fmin(30.0, 0.5 * pow(2.0, t->attempt - 1));
+		t->attempt++;
+		t->state = TASK_RETRY;
+		ev_timer_set(&t->retry, delay, 0.0);
+		ev_timer_start(d->loop, &t->retry);
+		return;
+	}
+	task_answer(t);
+}
+
+static void
+dispatch_on_delivery(void *ctx, struct broker_delivery *dlv)
+{
+	struct dispatch *d = ctx;
+	struct task *t = calloc(1, sizeof(*t));
+
+	if (t == NULL) {
+		log_error("out of memory: task sent back to the queue");
+		broker_reject(d->broker, dlv->gen, dlv->tag, true);
+		broker_delivery_free(dlv);
+		return;
+	}
+	t->d = d;
+	t->dlv = dlv;
+	t->attempt = 1;
+	ev_timer_init(&t->deadline, task_deadline_cb, 0.0, 0.0);
+	ev_timer_init(&t->retry, task_retry_cb, 0.0, 0.0);
+	t->deadline.data = t->retry.data = t;
+	t->next = &d->all;
+	t->prev = d->all.prev;
+	d->all.prev->next = t;
+	d->all.prev = t;
+	d->st.in_flight++;
+
+	if (d->draining) {
+		task_requeue(t);
+		return;
+	}
+
+	uint64_t r[2] = { dispatch_rand(d), dispatch_rand(d) };
+	struct envelope_limits lim = {
+		.max_payload = d->conf->max_payload,
+		.default_task = d->conf->default_task,
+		.reply_queue = d->conf->reply_queue,
+	};
+	if (envelope_parse(&dlv->props, dlv->len, &lim, (const unsigned char *)r,
+	    &t->env) < 0) {
+		log_error("out of memory: task sent back to the queue");
+		task_requeue(t);
+		return;
+	}
+	if (t->env.error != ENVELOPE_OK) {
+		task_reject(t, envelope_error_code(t->env.error), t->env.message);
+		return;
+	}
+	if (dlv->oversized) {
+		task_reject(t, "payload_too_large", "the payload could not be buffered");
+		return;
+	}
+	const struct registry_entry *e = registry_find(d->reg, t->env.task);
+	if (e == NULL) {
+		struct buf m = { 0 };
+		(void)buf_puts(&m, "no task named '");
+		(void)buf_puts(&m, t->env.task);
+		(void)buf_puts(&m, "' is configured");
+		task_reject(t, "unknown_task", m.data ? m.data : "unknown task");
+		buf_free(&m);
+		return;
+	}
+	t->handler = e->handler;
+	t->retries = e->retries;
+	t->timeout = e->timeout;
+	/* A client may only shorten the operator's limit. */
+	if (t->env.timeout > 0 && t->env.timeout < t->timeout)
+		t->timeout = t->env.timeout;
+
+	if (t->handler->kind == HANDLER_IO) {
+		t->state = TASK_WAITING;
+		fifo_push(&d->waiting, t);
+		dispatch_admit(d);
+	} else {
+		task_run(t);
+	}
+}
+
+static void
+dispatch_on_confirm(void *ctx, void *token, enum broker_confirm how)
+{
+	(void)ctx;
+	struct task *t = token;
+	switch (how) {
+	case BROKER_ACKED:
+		task_settle(t);
+		break;
+	case BROKER_NACKED:
+		task_requeue(t);
+		break;
+	case BROKER_LOST:
+		task_free(t);
+		break;
+	}
+}
+
+static void
+dispatch_on_up(void *ctx)
+{
+	(void)ctx;
+}
+
+/* Stops a task wherever it is, without answering it. */
+static void
+task_drop(struct task *t)
+{
+	struct dispatch *d = t->d;
+	switch (t->state) {
+	case TASK_WAITING:
+		fifo_remove(&d->waiting, t);
+		break;
+	case TASK_RUNNING:
+		if (t->handler != NULL && t->handler->kind == HANDLER_IO) {
+			if (t->call.cancel != NULL) {
+				t->call.cancel(&t->call);
+				t->call.cancel = NULL;
+			}
+			d->st.io_running--;
+		}
+		break;
+	case TASK_PUBLISH:
+		fifo_remove(&d->publish, t);
+		break;
+	case TASK_RETRY:
+	case TASK_CONFIRM:
+		break;
+	}
+}
+
+static void
+dispatch_on_down(void *ctx, uint64_t gen)
+{
+	struct dispatch *d = ctx;
+	size_t n = 0;
+
+	/* Tags of that channel are dead: these tasks come back by redelivery.
+	 * Results awaiting a confirm are dropped by the LOST confirms that
+	 * follow. */
+	struct task *t = d->all.next;
+	while (t != &d->all) {
+		struct task *next = t->next;
+		if (t->dlv->gen <= gen && t->state != TASK_CONFIRM) {
+			task_drop(t);
+			task_free(t);
+			n++;
+		}
+		t = next;
+	}
+	if (n > 0)
+		log_info("dropped %zu tasks of the lost connection; the broker redelivers them", n);
+	dispatch_admit(d);
+}
+
+static void
+dispatch_on_writable(void *ctx)
+{
+	dispatch_flush(ctx);
+}
+
+const struct broker_ops dispatch_broker_ops = {
+	.delivery = dispatch_on_delivery,
+	.confirm = dispatch_on_confirm,
+	.up = dispatch_on_up,
+	.down = dispatch_on_down,
+	.writable = dispatch_on_writable,
+};
+
+struct dispatch *
+dispatch_new(struct ev_loop *loop, const struct conf *conf,
+    const struct registry *reg, const char *worker)
+{
+	struct dispatch *d = calloc(1, sizeof(*d));
+	if (d == NULL)
+		return NULL;
+	d->worker = strdup(worker);
+	if (d->worker == NULL) {
+		free(d);
+		return NULL;
+	}
+	d->loop = loop;
+	d->conf = conf;
+	d->reg = reg;
+	d->all.next = d->all.prev = &d->all;
+	if (getrandom(d->rng, sizeof(d->rng), 0) != sizeof(d->rng)) {
+		struct timespec ts;
+		clock_gettime(CLOCK_REALTIME, &ts);
+		d->rng[0] = (uint64_t)ts.tv_nsec ^ ((uint64_t)ts.tv_sec << 32);
+		d->rng[1] = (uint64_t)(uintptr_t)d ^ 0x9e3779b97f4a7c15ULL;
+	}
+	if (d->rng[0] == 0 && d->rng[1] == 0)
+		d->rng[1] = 1;
+	return d;
+}
+
+void
+dispatch_attach(struct dispatch *d, struct broker *b)
+{
+	d->broker = b;
+}
+
+void
+dispatch_reconfigure(struct dispatch *d, const struct conf *conf,
+    const struct registry *reg)
+{
+	d->conf = conf;
+	d->reg = reg;
+	dispatch_admit(d);
+}
+
+void
+dispatch_drain(struct dispatch *d, void (*idle)(void *ctx), void *ctx)
+{
+	d->draining = true;
+	d->idle = idle;
+	d->idle_ctx = ctx;
+	/* Not started yet: another node can run them now. */
+	struct task *t;
+	while ((t = fifo_pop(&d->waiting)) != NULL)
+		task_requeue(t);
+	t = d->all.next;
+	while (t != &d->all) {
+		struct task *next = t->next;
+		if (t->state == TASK_RETRY)
+			task_requeue(t);
+		t = next;
+	}
+	if (d->st.in_flight == 0 && d->idle != NULL) {
+		d->idle = NULL;
+		idle(ctx);
+	}
+}
+
+void
+dispatch_abandon(struct dispatch *d)
+{
+	struct task *t = d->all.next;
+	while (t != &d->all) {
+		struct task *next = t->next;
+		if (t->state != TASK_CONFIRM) {
+			task_drop(t);
+			task_requeue(t);
+		}
+		t = next;
+	}
+}
+
+void
+dispatch_stats(const struct dispatch *d, struct dispatch_stats *out)
+{
+	*out = d->st;
+}
+
+void
+dispatch_free(struct dispatch *d)
+{
+	if (d == NULL)
+		return;
+	struct task *t = d->all.next;
+	d->idle = NULL;
+	while (t != &d->all) {
+		struct task *next = t->next;
+		task_drop(t);
+		task_free(t);
+		t = next;
+	}
+	free(d->worker);
+	free(d);
+}

@@ -1,0 +1,265 @@
+#include "envelope.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "buf.h"
+
+/* Task names are looked up in the task table and echoed in the result's
+ * `type` property and in logs: anything beyond printable ASCII is junk. */
+#define ENVELOPE_NAME_MAX 255
+
+static char *
+dup_bytes(amqp_bytes_t b)
+{
+	char *s = malloc(b.len + 1);
+	if (s == NULL)
+		return NULL;
+	if (b.len > 0)
+		memcpy(s, b.bytes, b.len);
+	s[b.len] = '\0';
+	return s;
+}
+
+static bool
+printable(amqp_bytes_t b)
+{
+	const unsigned char *p = b.bytes;
+	for (size_t i = 0; i < b.len; i++)
+		if (p[i] < 0x21 || p[i] > 0x7e)
+			return false;
+	return true;
+}
+
+/* Copies b, or a quoted, escaped rendering when it holds bytes that would
+ * corrupt a log line or a JSON body. */
+static char *
+dup_display(amqp_bytes_t b)
+{
+	if (printable(b))
+		return dup_bytes(b);
+	struct buf out = { 0 };
+	if (buf_json_string(&out, b.bytes, b.len) < 0) {
+		buf_free(&out);
+		return NULL;
+	}
+	return buf_steal(&out, NULL);
+}
+
+static const amqp_field_value_t *
+header_find(const amqp_basic_properties_t *p, const char *key)
+{
+	if (p == NULL || !(p->_flags & AMQP_BASIC_HEADERS_FLAG))
+		return NULL;
+	size_t klen = strlen(key);
+	for (int i = 0; i < p->headers.num_entries; i++) {
+		const amqp_table_entry_t *e = &p->headers.entries[i];
+		if (e->key.len == klen && memcmp(e->key.bytes, key, klen) == 0)
+			return &e->value;
+	}
+	return NULL;
+}
+
+/* A number in any of AMQP's numeric kinds, or a decimal string (some client
+ * libraries only send strings).  Returns 0 and sets *out, or -1. */
+static int
+field_number(const amqp_field_value_t *v, double *out)
+{
+	switch (v->kind) {
+	case AMQP_FIELD_KIND_I8: *out = v->value.i8; return 0;
+	case AMQP_FIELD_KIND_U8: *out = v->value.u8; return 0;
+	case AMQP_FIELD_KIND_I16: *out = v->value.i16; return 0;
+	case AMQP_FIELD_KIND_U16: *out = v->value.u16; return 0;
+	case AMQP_FIELD_KIND_I32: *out = v->value.i32; return 0;
+	case AMQP_FIELD_KIND_U32: *out = v->value.u32; return 0;
+	case AMQP_FIELD_KIND_I64: *out = (double)v->value.i64; return 0;
+	case AMQP_FIELD_KIND_U64: *out = (double)v->value.u64; return 0;
+	case AMQP_FIELD_KIND_F32: *out = v->value.f32; return 0;
+	case AMQP_FIELD_KIND_F64: *out = v->value.f64; return 0;
+	case AMQP_FIELD_KIND_DECIMAL: {
+		double d = v->value.decimal.value;
+		for (unsigned i = 0; i < v->value.decimal.decimals; i++)
+			d /= 10.0;
+		*out = d;
+		return 0;
+	}
+	case AMQP_FIELD_KIND_UTF8:
+	case AMQP_FIELD_KIND_BYTES: {
+		amqp_bytes_t b = v->value.bytes;
+		if (b.len == 0 || b.len > 64 || memchr(b.bytes, '\0', b.len))
+			return -1;
+		char tmp[65];
+		memcpy(tmp, b.bytes, b.len);
+		tmp[b.len] = '\0';
+		char *end;
+		double d = strtod(tmp, &end);
+		if (end == tmp || *end != '\0')
+			return -1;
+		*out = d;
+		return 0;
+	}
+	default:
+		return -1;
+	}
+}
+
+/* Records why the message cannot run: text, then an optional detail. */
+static int
+fail(struct envelope *env, enum envelope_error e, const char *text, const char *detail)
+{
+	struct buf m = { 0 };
+	env->error = e;
+	if (buf_puts(&m, text) < 0 || (detail && buf_puts(&m, detail) < 0)) {
+		buf_free(&m);
+		return -1;
+	}
+	env->message = buf_steal(&m, NULL);
+	return env->message ? 0 : -1;
+}
+
+static void
+format_uuid(const unsigned char r[16], char out[37])
+{
+	unsigned char u[16];
+	memcpy(u, r, 16);
+	u[6] = (u[6] & 0x0f) | 0x40;  /* version 4 */
+	u[8] = (u[8] & 0x3f) | 0x80;  /* RFC 4122 variant */
+	snprintf(out, 37,
+	    "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x",
+	    u[0], u[1], u[2], u[3], u[4], u[5], u[6], u[7], u[8], u[9], u[10],
+	    u[11], u[12], u[13], u[14], u[15]);
+}
+
+int
+envelope_parse(const amqp_basic_properties_t *p, size_t body_len,
+    const struct envelope_limits *lim, const unsigned char uuid16[16],
+    struct envelope *env)
+{
+	amqp_flags_t f = p ? p->_flags : 0;
+
+	/* Identity first: even a message we refuse is answered under it. */
+	if ((f & AMQP_BASIC_MESSAGE_ID_FLAG) && p->message_id.len > 0) {
+		env->task_id = dup_display(p->message_id);
+	} else {
+		char id[37];
+		format_uuid(uuid16, id);
+		env->task_id = strdup(id);
+	}
+	if (env->task_id == NULL)
+		goto nomem;
+
+	if ((f & AMQP_BASIC_CORRELATION_ID_FLAG) && p->correlation_id.len > 0)
+		env->correlation_id = dup_bytes(p->correlation_id);
+	else
+		env->correlation_id = strdup(env->task_id);
+	if (env->correlation_id == NULL)
+		goto nomem;
+
+	if ((f & AMQP_BASIC_REPLY_TO_FLAG) && p->reply_to.len > 0) {
+		env->reply_to = dup_bytes(p->reply_to);
+		if (env->reply_to == NULL)
+			goto nomem;
+	} else if (lim->reply_queue != NULL && lim->reply_queue[0] != '\0') {
+		env->reply_to = strdup(lim->reply_queue);
+		env->reply_to_default = true;
+		if (env->reply_to == NULL)
+			goto nomem;
+	}
+
+	if ((f & AMQP_BASIC_CONTENT_TYPE_FLAG) && p->content_type.len > 0 &&
+	    printable(p->content_type)) {
+		env->content_type = dup_bytes(p->content_type);
+		if (env->content_type == NULL)
+			goto nomem;
+	}
+
+	/* The task name. */
+	amqp_bytes_t name = { 0, NULL };
+	const amqp_field_value_t *h;
+	if ((f & AMQP_BASIC_TYPE_FLAG) && p->type.len > 0) {
+		name = p->type;
+	} else if ((h = header_find(p, "task")) != NULL) {
+		if (h->kind != AMQP_FIELD_KIND_UTF8 && h->kind != AMQP_FIELD_KIND_BYTES) {
+			if (fail(env, ENVELOPE_BAD_HEADER,
+			    "header 'task' must be a string", NULL) < 0)
+				goto nomem;
+			return 0;
+		}
+		name = h->value.bytes;
+	}
+	if (name.len > 0) {
+		env->task = dup_display(name);
+		if (env->task == NULL)
+			goto nomem;
+		if (!printable(name) || name.len > ENVELOPE_NAME_MAX) {
+			if (fail(env, ENVELOPE_BAD_NAME,
+			    "task name is not printable ASCII of at most 255 bytes: ",
+			    env->task) < 0)
+				goto nomem;
+			return 0;
+		}
+	} else if (lim->default_task != NULL && lim->default_task[0] != '\0') {
+		env->task = strdup(lim->default_task);
+		if (env->task == NULL)
+			goto nomem;
+	} else {
+		if (fail(env, ENVELOPE_NO_TASK,
+		    "the message names no task (type property or 'task' header) "
+		    "and no default_task is configured", NULL) < 0)
+			goto nomem;
+		return 0;
+	}
+
+	if ((h = header_find(p, "timeout")) != NULL) {
+		double t;
+		if (field_number(h, &t) < 0 || !isfinite(t) || t <= 0) {
+			if (fail(env, ENVELOPE_BAD_HEADER,
+			    "header 'timeout' must be a positive number of seconds",
+			    NULL) < 0)
+				goto nomem;
+			return 0;
+		}
+		env->timeout = t;
+	}
+
+	if (body_len > lim->max_payload) {
+		char what[96];
+		snprintf(what, sizeof(what), "%zu bytes, the limit is %zu",
+		    body_len, lim->max_payload);
+		if (fail(env, ENVELOPE_TOO_LARGE, "payload too large: ", what) < 0)
+			goto nomem;
+		return 0;
+	}
+	return 0;
+
+nomem:
+	envelope_free(env);
+	return -1;
+}
+
+void
+envelope_free(struct envelope *env)
+{
+	free(env->message);
+	free(env->task);
+	free(env->task_id);
+	free(env->correlation_id);
+	free(env->reply_to);
+	free(env->content_type);
+	memset(env, 0, sizeof(*env));
+}
+
+const char *
+envelope_error_code(enum envelope_error e)
+{
+	switch (e) {
+	case ENVELOPE_OK: return "ok";
+	case ENVELOPE_NO_TASK: return "unknown_task";
+	case ENVELOPE_BAD_NAME: return "unknown_task";
+	case ENVELOPE_BAD_HEADER: return "bad_header";
+	case ENVELOPE_TOO_LARGE: return "payload_too_large";
+	}
+	return "rejected";
+}

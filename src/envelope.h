@@ -1,0 +1,61 @@
+/*
+ * envelope: what a task message asks for, read from its AMQP properties
+ * (design §4).  Pure: no I/O, no globals; every input byte is untrusted.
+ *
+ *   task name    type property, else header "task", else default_task
+ *   task id      message_id, else a fresh UUID (from the caller's bytes)
+ *   correlation  correlation_id, else the task id
+ *   reply to     reply_to, else the configured reply queue ("" = none)
+ *   timeout      header "timeout" (seconds, a number; may only shorten)
+ *   content type content_type
+ *
+ * Parsing never fails as a whole: a message that cannot run still has a
+ * task id, a correlation and a reply address, so it can be answered
+ * "rejected".  `error` says why it cannot run.
+ */
+#ifndef TASKD_ENVELOPE_H
+#define TASKD_ENVELOPE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <amqp.h>
+
+enum envelope_error {
+	ENVELOPE_OK = 0,
+	ENVELOPE_NO_TASK,       /* no name anywhere and no default_task */
+	ENVELOPE_BAD_NAME,      /* name is not printable ASCII or too long */
+	ENVELOPE_BAD_HEADER,    /* e.g. timeout not a positive finite number */
+	ENVELOPE_TOO_LARGE,     /* body over max_payload */
+};
+
+struct envelope_limits {
+	size_t max_payload;
+	const char *default_task;  /* "" = none */
+	const char *reply_queue;   /* "" = none */
+};
+
+struct envelope {
+	enum envelope_error error;
+	char *message;        /* human text for error != OK, else NULL */
+	char *task;           /* NUL-free name as given (may be NULL on NO_TASK) */
+	char *task_id;
+	char *correlation_id;
+	char *reply_to;       /* NULL = no result is sent */
+	bool reply_to_default;/* reply_to is the configured reply queue */
+	char *content_type;   /* NULL when absent */
+	double timeout;       /* seconds, 0 = not given */
+};
+
+/* Reads props (may be NULL: a propertyless message) of a message whose body
+ * is body_len bytes.  uuid16 is 16 random bytes used for the task id when
+ * the message has none.  Returns 0, or -1 when memory ran out (then env is
+ * freed).  env must be zeroed by the caller and freed with envelope_free. */
+int envelope_parse(const amqp_basic_properties_t *props, size_t body_len,
+    const struct envelope_limits *lim, const unsigned char uuid16[16],
+    struct envelope *env);
+void envelope_free(struct envelope *env);
+
+/* The error code of design §4 for a parse error ("bad_header", ...). */
+const char *envelope_error_code(enum envelope_error e);
+
+#endif

@@ -1,0 +1,136 @@
+/* The built-in handlers of design §4: echo, sleep (I/O), sha256, burn (CPU). */
+#include <stdint.h>
+#include <string.h>
+#include <time.h>
+#include <openssl/evp.h>
+
+#include "handler.h"
+
+static void
+echo_start(struct handler_call *call)
+{
+	if (buf_append(&call->out.body, call->in.payload, call->in.len) < 0) {
+		handler_fail(&call->out, RESULT_ERROR, "handler_failed", "out of memory");
+	} else {
+		call->out.status = RESULT_OK;
+		call->out.content_type = NULL; /* the input's */
+	}
+	handler_call_done(call);
+}
+
+const struct handler handler_echo = { "echo", HANDLER_IO, NULL, echo_start };
+
+static void
+sleep_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+	(void)loop;
+	(void)revents;
+	struct handler_call *call = (struct handler_call *)
+	    ((char *)w - offsetof(struct handler_call, timer));
+	handler_call_done(call);
+}
+
+static void
+sleep_cancel(struct handler_call *call)
+{
+	ev_timer_stop(call->loop, &call->timer);
+}
+
+static void
+sleep_start(struct handler_call *call)
+{
+	long ms;
+	if (handler_parse_ms(call->in.payload, call->in.len, &ms) < 0) {
+		handler_fail(&call->out, RESULT_REJECTED, "bad_payload",
+		    "sleep wants a whole number of milliseconds (0..86400000)");
+		handler_call_done(call);
+		return;
+	}
+	if (buf_append(&call->out.body, call->in.payload, call->in.len) < 0) {
+		handler_fail(&call->out, RESULT_ERROR, "handler_failed", "out of memory");
+		handler_call_done(call);
+		return;
+	}
+	call->out.status = RESULT_OK;
+	call->out.content_type = "text/plain";
+	ev_timer_init(&call->timer, sleep_timer_cb, (double)ms / 1000.0, 0.0);
+	ev_timer_start(call->loop, &call->timer);
+	call->cancel = sleep_cancel;
+}
+
+const struct handler handler_sleep = { "sleep", HANDLER_IO, NULL, sleep_start };
+
+static void
+sha256_run(const struct handler_input *in, struct handler_output *out)
+{
+	unsigned char md[EVP_MAX_MD_SIZE];
+	unsigned int mdlen = 0;
+	static const char hex[] = "0123456789abcdef";
+
+	if (EVP_Digest(in->payload, in->len, md, &mdlen, EVP_sha256(), NULL) != 1) {
+		handler_fail(out, RESULT_ERROR, "handler_failed", "sha256 failed");
+		return;
+	}
+	buf_reset(&out->body);
+	for (unsigned int i = 0; i < mdlen; i++) {
+		char pair[2] = { hex[md[i] >> 4], hex[md[i] & 15] };
+		if (buf_append(&out->body, pair, 2) < 0) {
+			handler_fail(out, RESULT_ERROR, "handler_failed", "out of memory");
+			return;
+		}
+	}
+	out->status = RESULT_OK;
+	out->content_type = "text/plain";
+}
+
+const struct handler handler_sha256 = { "sha256", HANDLER_CPU, sha256_run, NULL };
+
+static double
+cpu_now(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* Work the optimiser cannot drop: a xorshift chain folded into a volatile. */
+static volatile uint64_t burn_sink;
+
+static void
+burn_run(const struct handler_input *in, struct handler_output *out)
+{
+	long ms;
+	if (handler_parse_ms(in->payload, in->len, &ms) < 0) {
+		handler_fail(out, RESULT_REJECTED, "bad_payload",
+		    "burn wants a whole number of milliseconds (0..86400000)");
+		return;
+	}
+	/* CPU time is what the task asks for, so a busy machine stretches the
+	 * wall time, not the work; the deadline is wall (monotonic) time. */
+	double until = cpu_now() + (double)ms / 1000.0;
+	uint64_t x = 88172645463325252ULL;
+	for (;;) {
+		for (int i = 0; i < 20000; i++) {
+			x ^= x << 13;
+			x ^= x >> 7;
+			x ^= x << 17;
+		}
+		burn_sink += x;
+		if (cpu_now() >= until)
+			break;
+		if (in->deadline > 0 && handler_clock() >= in->deadline) {
+			handler_fail(out, RESULT_TIMEOUT, "timeout",
+			    "burn did not finish before the task's deadline");
+			return;
+		}
+	}
+	buf_reset(&out->body);
+	if (buf_append(&out->body, in->payload, in->len) < 0) {
+		handler_fail(out, RESULT_ERROR, "handler_failed", "out of memory");
+		return;
+	}
+	out->status = RESULT_OK;
+	out->content_type = "text/plain";
+}
+
+const struct handler handler_burn = { "burn", HANDLER_CPU, burn_run, NULL };

@@ -1,0 +1,72 @@
+#include "result.h"
+
+#include <string.h>
+
+const char *
+result_status_name(enum result_status s)
+{
+	switch (s) {
+	case RESULT_OK: return "ok";
+	case RESULT_ERROR: return "error";
+	case RESULT_TIMEOUT: return "timeout";
+	case RESULT_REJECTED: return "rejected";
+	}
+	return "error";
+}
+
+static void
+header_str(amqp_table_entry_t *e, const char *key, const char *value)
+{
+	e->key = amqp_cstring_bytes(key);
+	e->value.kind = AMQP_FIELD_KIND_UTF8;
+	e->value.value.bytes = amqp_cstring_bytes(value);
+}
+
+void
+result_build(struct result_msg *msg, const struct result_info *info)
+{
+	amqp_basic_properties_t *p = &msg->props;
+
+	memset(msg, 0, sizeof(*msg));
+	p->_flags = AMQP_BASIC_CORRELATION_ID_FLAG | AMQP_BASIC_TIMESTAMP_FLAG |
+	    AMQP_BASIC_APP_ID_FLAG | AMQP_BASIC_HEADERS_FLAG |
+	    AMQP_BASIC_DELIVERY_MODE_FLAG;
+	p->correlation_id = amqp_cstring_bytes(info->correlation_id);
+	p->timestamp = (uint64_t)info->timestamp;
+	p->app_id = amqp_cstring_bytes("taskd");
+	p->delivery_mode = info->persistent ? 2 : 1;
+	if (info->task != NULL) {
+		p->_flags |= AMQP_BASIC_TYPE_FLAG;
+		p->type = amqp_cstring_bytes(info->task);
+	}
+	const char *ctype = info->status == RESULT_OK ? info->content_type :
+	    "application/json";
+	if (ctype != NULL) {
+		p->_flags |= AMQP_BASIC_CONTENT_TYPE_FLAG;
+		p->content_type = amqp_cstring_bytes(ctype);
+	}
+
+	header_str(&msg->headers[0], "taskd-status", result_status_name(info->status));
+	header_str(&msg->headers[1], "taskd-task-id", info->task_id);
+	header_str(&msg->headers[2], "taskd-worker", info->worker);
+	msg->headers[3].key = amqp_cstring_bytes("taskd-attempt");
+	msg->headers[3].value.kind = AMQP_FIELD_KIND_I32;
+	msg->headers[3].value.value.i32 = info->attempt;
+	msg->headers[4].key = amqp_cstring_bytes("taskd-duration-us");
+	msg->headers[4].value.kind = AMQP_FIELD_KIND_I64;
+	msg->headers[4].value.value.i64 = info->duration_us;
+	p->headers.num_entries = 5;
+	p->headers.entries = msg->headers;
+}
+
+int
+result_error_body(struct buf *out, const char *code, const char *message)
+{
+	if (buf_puts(out, "{\"error\": \"") < 0 ||
+	    buf_json_string(out, code, strlen(code)) < 0 ||
+	    buf_puts(out, "\", \"message\": \"") < 0 ||
+	    buf_json_string(out, message, strlen(message)) < 0 ||
+	    buf_puts(out, "\"}") < 0)
+		return -1;
+	return 0;
+}

@@ -1,0 +1,269 @@
+#include "taskd.h"
+
+#include <errno.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <ev.h>
+
+#include "config.h"
+#include "broker.h"
+#include "connector.h"
+#include "dispatch.h"
+#include "log.h"
+
+/* RabbitMQ's default consumer_timeout: a delivery unacked this long makes
+ * the broker close the channel under the task. */
+#define TASKD_CONSUMER_TIMEOUT 1800.0
+
+enum taskd_state {
+	TASKD_RUNNING,   /* consuming and running tasks */
+	TASKD_DRAINING,  /* stopping: letting tasks in flight finish */
+	TASKD_STOPPED,   /* the loop is done */
+};
+
+struct taskd {
+	struct ev_loop *loop;
+	enum taskd_state state;
+	struct conf *conf;
+	struct registry *reg;
+	struct broker *broker;
+	struct dispatch *dispatch;
+	char *worker;
+	ev_signal sigterm, sigint, sighup;
+	ev_timer grace;
+	ev_timer finish;
+	int exit_status;
+};
+
+int
+taskd_usable_cpus(void)
+{
+	cpu_set_t set;
+	if (sched_getaffinity(0, sizeof(set), &set) == 0) {
+		int n = CPU_COUNT(&set);
+		if (n > 0)
+			return n;
+	}
+	long n = sysconf(_SC_NPROCESSORS_ONLN);
+	return n > 0 ? (int)n : 1;
+}
+
+void
+taskd_conf_warnings(const struct conf *conf)
+{
+	for (size_t i = 0; i < conf->ntasks; i++)
+		if (conf->tasks[i].timeout >= TASKD_CONSUMER_TIMEOUT)
+			log_warn("%s:%d: tasks[%zu].timeout: %.0f s is not below the "
+			    "broker's consumer timeout (%.0f s by default): the broker "
+			    "would close the channel under a task that runs that long",
+			    conf->path, conf->tasks[i].line, i, conf->tasks[i].timeout,
+			    TASKD_CONSUMER_TIMEOUT);
+}
+
+static int
+taskd_prefetch(const struct conf *conf)
+{
+	if (conf->prefetch > 0)
+		return conf->prefetch;
+	/* Execution slots: as many I/O tasks as may run, plus one per worker. */
+	long slots = (long)conf->io_max_concurrency +
+	    (conf->cpu_workers > 0 ? conf->cpu_workers : taskd_usable_cpus());
+	return slots > 65535 ? 65535 : (int)slots;
+}
+
+static int
+taskd_params(struct connector_params *p, const struct conf *conf, const char *worker)
+{
+	memset(p, 0, sizeof(*p));
+	p->uri = conf->broker;  /* borrowed: copied by broker_new/_reconfigure */
+	p->cacert = conf->cacert;
+	p->heartbeat = conf->heartbeat;
+	p->prefetch = taskd_prefetch(conf);
+	p->timeout = conf->connect_timeout;
+	p->queue = conf->queue_name;
+	p->durable = conf->queue_durable;
+	p->quorum = conf->queue_type == CONF_QUEUE_QUORUM;
+	p->reply_queue = conf->reply_queue;
+	p->connection_name = (char *)worker;
+	return 0;
+}
+
+static void
+taskd_finish_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+	(void)revents;
+	(void)w;
+	ev_break(loop, EVBREAK_ALL);
+}
+
+/* Called from inside the dispatcher: only schedule the stop. */
+static void
+taskd_idle(void *ctx)
+{
+	struct taskd *t = ctx;
+	ev_timer_start(t->loop, &t->finish);
+}
+
+static void
+taskd_grace_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+	(void)loop;
+	(void)revents;
+	struct taskd *t = w->data;
+	struct dispatch_stats st;
+	dispatch_stats(t->dispatch, &st);
+	log_warn("shutdown grace period over: %zu tasks still running go back to the queue",
+	    st.in_flight);
+	dispatch_abandon(t->dispatch);
+	ev_timer_start(t->loop, &t->finish);
+}
+
+static void
+taskd_stop_cb(struct ev_loop *loop, ev_signal *w, int revents)
+{
+	(void)revents;
+	struct taskd *t = w->data;
+
+	if (t->state == TASKD_DRAINING) {
+		/* A second signal: stop now; the broker requeues what is unacked. */
+		log_warn("second stop signal: stopping at once");
+		ev_break(loop, EVBREAK_ALL);
+		return;
+	}
+	t->state = TASKD_DRAINING;
+	struct dispatch_stats st;
+	dispatch_stats(t->dispatch, &st);
+	log_info("stopping (signal %d): %zu tasks in flight, grace %.0f s",
+	    w->signum, st.in_flight, t->conf->shutdown_grace);
+	broker_cancel_consumer(t->broker);
+	ev_timer_set(&t->grace, t->conf->shutdown_grace, 0.0);
+	ev_timer_start(loop, &t->grace);
+	dispatch_drain(t->dispatch, taskd_idle, t);
+}
+
+static void
+taskd_reload_cb(struct ev_loop *loop, ev_signal *w, int revents)
+{
+	(void)loop;
+	(void)revents;
+	struct taskd *t = w->data;
+	char *errs = NULL;
+
+	if (t->state != TASKD_RUNNING)
+		return;
+	log_info("reloading %s", t->conf->path);
+	struct conf *conf = conf_load(t->conf->path, &errs);
+	struct registry *reg = NULL;
+	if (conf != NULL)
+		reg = registry_build(conf, &errs);
+	if (reg == NULL) {
+		/* One line per problem, then the verdict. */
+		char *save = NULL;
+		for (char *line = strtok_r(errs, "\n", &save); line != NULL;
+		    line = strtok_r(NULL, "\n", &save))
+			log_error("%s", line);
+		log_error("reload refused: the configuration in force is unchanged");
+		free(errs);
+		conf_free(conf);
+		return;
+	}
+	taskd_conf_warnings(conf);
+	log_set_level((enum log_level)conf->log_level);
+	dispatch_reconfigure(t->dispatch, conf, reg);
+	struct connector_params p;
+	taskd_params(&p, conf, t->worker);
+	broker_reconfigure(t->broker, &p, conf->max_payload, conf->max_unconfirmed,
+	    conf->reconnect_max);
+	registry_free(t->reg);
+	conf_free(t->conf);
+	t->conf = conf;
+	t->reg = reg;
+	log_info("configuration reloaded: %zu tasks", registry_count(reg));
+}
+
+int
+taskd_run(struct conf *conf, struct registry *reg)
+{
+	struct taskd t = { 0 };
+	char host[256] = "localhost";
+	char worker[300];
+
+	t.conf = conf;
+	t.reg = reg;
+	t.exit_status = 0;
+	/* Signals arrive through a signalfd, so no handler ever runs on a
+	 * coroutine's small stack. */
+	t.loop = ev_default_loop(EVFLAG_SIGNALFD);
+	if (t.loop == NULL) {
+		log_error("cannot initialise the event loop");
+		conf_free(conf);
+		registry_free(reg);
+		return 1;
+	}
+	/* A peer that vanished must give EPIPE, not kill the daemon. */
+	signal(SIGPIPE, SIG_IGN);
+
+	(void)gethostname(host, sizeof(host) - 1);
+	snprintf(worker, sizeof(worker), "%s:%ld", host, (long)getpid());
+	t.worker = worker;
+
+	t.dispatch = dispatch_new(t.loop, conf, reg, worker);
+	struct connector_params p;
+	taskd_params(&p, conf, worker);
+	if (t.dispatch != NULL)
+		t.broker = broker_new(t.loop, &p, conf->max_payload, conf->max_unconfirmed,
+		    conf->reconnect_max, &dispatch_broker_ops, t.dispatch);
+	if (t.dispatch == NULL || t.broker == NULL) {
+		log_error("out of memory at start");
+		dispatch_free(t.dispatch);
+		conf_free(conf);
+		registry_free(reg);
+		return 1;
+	}
+	dispatch_attach(t.dispatch, t.broker);
+
+	ev_signal_init(&t.sigterm, taskd_stop_cb, SIGTERM);
+	ev_signal_init(&t.sigint, taskd_stop_cb, SIGINT);
+	ev_signal_init(&t.sighup, taskd_reload_cb, SIGHUP);
+	ev_timer_init(&t.grace, taskd_grace_cb, 0.0, 0.0);
+	ev_timer_init(&t.finish, taskd_finish_cb, 0.0, 0.0);
+	t.sigterm.data = t.sigint.data = t.sighup.data = t.grace.data = &t;
+	ev_signal_start(t.loop, &t.sigterm);
+	ev_signal_start(t.loop, &t.sigint);
+	ev_signal_start(t.loop, &t.sighup);
+
+	log_info("taskd %s starting: config %s, broker %s:%d, queue '%s', %zu tasks, "
+	    "io concurrency %d, cpu %d (inline), prefetch %d",
+	    PACKAGE_VERSION, conf->path, conf->broker.host, conf->broker.port,
+	    conf->queue_name, registry_count(reg), conf->io_max_concurrency,
+	    conf->cpu_workers > 0 ? conf->cpu_workers : taskd_usable_cpus(),
+	    taskd_prefetch(conf));
+	taskd_conf_warnings(conf);
+
+	t.state = TASKD_RUNNING;
+	broker_start(t.broker);
+	ev_run(t.loop, 0);
+	t.state = TASKD_STOPPED;
+
+	struct dispatch_stats st;
+	dispatch_stats(t.dispatch, &st);
+	broker_stop(t.broker);
+	dispatch_free(t.dispatch);
+	broker_free(t.broker);
+	ev_timer_stop(t.loop, &t.grace);
+	ev_timer_stop(t.loop, &t.finish);
+	ev_signal_stop(t.loop, &t.sigterm);
+	ev_signal_stop(t.loop, &t.sigint);
+	ev_signal_stop(t.loop, &t.sighup);
+	log_info("stopped: %llu ok, %llu failed, %llu rejected, %llu requeued",
+	    (unsigned long long)st.ok, (unsigned long long)st.failed,
+	    (unsigned long long)st.rejected, (unsigned long long)st.requeued);
+	ev_loop_destroy(t.loop);
+	registry_free(t.reg);
+	conf_free(t.conf);
+	return t.exit_status;
+}

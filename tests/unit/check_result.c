@@ -1,0 +1,817 @@
+#ifdef HAVE_CONFIG_H
+#include "config.h"
+#endif
+
+#include <check.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <amqp.h>
+#include <amqp_framing.h>
+
+#include "buf.h"
+#include "result.h"
+
+#define NROWS(a) ((int)(sizeof(a) / sizeof((a)[0])))
+
+/* Bytes with a length, so rows can hold NULs. */
+struct sb {
+	const char *s;
+	size_t len;
+};
+#define SB(x) { (x), sizeof(x) - 1 }
+
+/* ---------------------------------------------------------------------
+ * A strict little JSON reader for the one shape an error body has, so the
+ * tests check "a JSON parser accepts it and reads back this text" rather
+ * than only comparing bytes.  RFC 8259: no raw control characters in
+ * strings, only the listed escapes, UTF-8 text, no lone surrogates.
+ */
+
+static size_t
+utf8_len(const unsigned char *p, size_t n)
+{
+	unsigned c = p[0], len, cp;
+
+	if (c < 0x80)
+		return 1;
+	if (c >= 0xc2 && c <= 0xdf)
+		len = 2, cp = c & 0x1f;
+	else if (c >= 0xe0 && c <= 0xef)
+		len = 3, cp = c & 0x0f;
+	else if (c >= 0xf0 && c <= 0xf4)
+		len = 4, cp = c & 0x07;
+	else
+		return 0;
+	if (n < len)
+		return 0;
+	for (unsigned i = 1; i < len; i++) {
+		if ((p[i] & 0xc0) != 0x80)
+			return 0;
+		cp = (cp << 6) | (p[i] & 0x3f);
+	}
+	if ((len == 3 && cp < 0x800) || (len == 4 && cp < 0x10000) ||
+	    (cp >= 0xd800 && cp <= 0xdfff) || cp > 0x10ffff)
+		return 0;
+	return len;
+}
+
+static bool
+valid_utf8(const void *s, size_t n)
+{
+	const unsigned char *p = s;
+	for (size_t i = 0, l; i < n; i += l)
+		if ((l = utf8_len(p + i, n - i)) == 0)
+			return false;
+	return true;
+}
+
+static int
+hex4(const char *p, unsigned *out)
+{
+	unsigned v = 0;
+	for (int i = 0; i < 4; i++) {
+		char c = p[i];
+		v <<= 4;
+		if (c >= '0' && c <= '9')
+			v |= (unsigned)(c - '0');
+		else if (c >= 'a' && c <= 'f')
+			v |= (unsigned)(c - 'a' + 10);
+		else if (c >= 'A' && c <= 'F')
+			v |= (unsigned)(c - 'A' + 10);
+		else
+			return -1;
+	}
+	*out = v;
+	return 0;
+}
+
+static void
+put_utf8(struct buf *out, unsigned cp)
+{
+	char u[4];
+	size_t n;
+	if (cp < 0x80) {
+		u[0] = (char)cp, n = 1;
+	} else if (cp < 0x800) {
+		u[0] = (char)(0xc0 | cp >> 6), u[1] = (char)(0x80 | (cp & 0x3f)), n = 2;
+	} else if (cp < 0x10000) {
+		u[0] = (char)(0xe0 | cp >> 12), u[1] = (char)(0x80 | ((cp >> 6) & 0x3f));
+		u[2] = (char)(0x80 | (cp & 0x3f)), n = 3;
+	} else {
+		u[0] = (char)(0xf0 | cp >> 18), u[1] = (char)(0x80 | ((cp >> 12) & 0x3f));
+		u[2] = (char)(0x80 | ((cp >> 6) & 0x3f)), u[3] = (char)(0x80 | (cp & 0x3f));
+		n = 4;
+	}
+	ck_assert_int_eq(buf_append(out, u, n), 0);
+}
+
+/* Reads the JSON string at *pp (at its opening quote) into out, decoded.
+ * Returns false when it is not a valid JSON string. */
+static bool
+json_string(const char **pp, const char *end, struct buf *out)
+{
+	const char *p = *pp;
+
+	/* "" decodes to a string too, never to NULL */
+	ck_assert_int_eq(buf_reserve(out, 0), 0);
+	if (p >= end || *p++ != '"')
+		return false;
+	while (p < end && *p != '"') {
+		unsigned char c = (unsigned char)*p;
+		if (c < 0x20)
+			return false;
+		if (c != '\\') {
+			size_t l = utf8_len((const unsigned char *)p, (size_t)(end - p));
+			if (l == 0)
+				return false;
+			ck_assert_int_eq(buf_append(out, p, l), 0);
+			p += l;
+			continue;
+		}
+		if (++p >= end)
+			return false;
+		const char *simple = strchr("\"\\/bfnrt", *p);
+		if (*p != '\0' && simple != NULL) {
+			static const char to[] = "\"\\/\b\f\n\r\t";
+			ck_assert_int_eq(buf_append(out, &to[simple - "\"\\/bfnrt"], 1), 0);
+			p++;
+			continue;
+		}
+		unsigned cp;
+		if (*p++ != 'u' || end - p < 4 || hex4(p, &cp) < 0)
+			return false;
+		p += 4;
+		if (cp >= 0xdc00 && cp <= 0xdfff)
+			return false;
+		if (cp >= 0xd800 && cp <= 0xdbff) {
+			unsigned lo;
+			if (end - p < 6 || p[0] != '\\' || p[1] != 'u' || hex4(p + 2, &lo) < 0 ||
+			    lo < 0xdc00 || lo > 0xdfff)
+				return false;
+			p += 6;
+			cp = 0x10000 + ((cp - 0xd800) << 10) + (lo - 0xdc00);
+		}
+		put_utf8(out, cp);
+	}
+	if (p >= end)
+		return false;
+	*pp = p + 1;
+	return true;
+}
+
+static void
+skip_ws(const char **pp, const char *end)
+{
+	while (*pp < end && strchr(" \t\r\n", **pp) != NULL && **pp != '\0')
+		(*pp)++;
+}
+
+static bool
+expect_char(const char **pp, const char *end, char c)
+{
+	skip_ws(pp, end);
+	if (*pp >= end || **pp != c)
+		return false;
+	(*pp)++;
+	skip_ws(pp, end);
+	return true;
+}
+
+/* Accepts exactly {"error": <string>, "message": <string>}, with nothing
+ * after it, and hands back both strings decoded. */
+static bool
+json_error_body(const char *s, size_t n, struct buf *code, struct buf *msg)
+{
+	const char *p = s, *end = s + n;
+	struct buf k1 = { 0 }, k2 = { 0 };
+	bool ok = expect_char(&p, end, '{') &&
+	    json_string(&p, end, &k1) && expect_char(&p, end, ':') &&
+	    json_string(&p, end, code) && expect_char(&p, end, ',') &&
+	    json_string(&p, end, &k2) && expect_char(&p, end, ':') &&
+	    json_string(&p, end, msg) && expect_char(&p, end, '}') && p == end &&
+	    k1.len == 5 && memcmp(k1.data, "error", 5) == 0 &&
+	    k2.len == 7 && memcmp(k2.data, "message", 7) == 0;
+	buf_free(&k1);
+	buf_free(&k2);
+	return ok;
+}
+
+/* The validator itself must refuse what is not JSON, or the tests that
+ * rely on it prove nothing. */
+START_TEST(test_validator)
+{
+	static const struct sb bad[] = {
+		SB("{\"error\": \"x\", \"message\": \"a\nb\"}"),
+		SB("{\"error\": \"x\", \"message\": \"a\\qb\"}"),
+		SB("{\"error\": \"x\", \"message\": \"\\ud800\"}"),
+		SB("{\"error\": \"x\", \"message\": \"\\udc00\"}"),
+		SB("{\"error\": \"x\", \"message\": \"\xff\"}"),
+		SB("{\"error\": \"x\", \"message\": \"\xc0\xaf\"}"),
+		SB("{\"error\": \"x\", \"message\": \"\\u12\"}"),
+		SB("{\"error\": \"x\", \"message\": \"a\"} x"),
+		SB("{\"error\": \"x\", \"message\": \"a}"),
+		SB("{\"error\": \"x\" \"message\": \"a\"}"),
+		SB("{\"error\": \"x\", \"message\": \"a\\\"}"),
+		SB("{\"error\": \"x\", \"message\": \"a\0\"}"),
+		SB("{\"err\": \"x\", \"message\": \"a\"}"),
+	};
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		struct buf c = { 0 }, m = { 0 };
+		bool ok = json_error_body(bad[i].s, bad[i].len, &c, &m);
+		buf_free(&c);
+		buf_free(&m);
+		ck_assert_msg(!ok, "validator accepted bad row %zu", i);
+	}
+
+	static const char good[] =
+	    "{\"error\":\"x\",\"message\":\"\\ud83d\\ude00 \\u00e9\\n\\/\"}";
+	struct buf c = { 0 }, m = { 0 };
+	ck_assert(json_error_body(good, sizeof(good) - 1, &c, &m));
+	ck_assert_str_eq(c.data, "x");
+	ck_assert_str_eq(m.data, "\xf0\x9f\x98\x80 \xc3\xa9\n/");
+	buf_free(&c);
+	buf_free(&m);
+}
+END_TEST
+
+/* ---------------------------------------------------------------------
+ * result_error_body
+ */
+
+static const struct body_row {
+	const char *message;
+	const char *body;      /* exact output */
+	const char *decoded;   /* what a JSON parser reads back */
+} body_rows[] = {
+	{ "no task named 'x' is configured",
+	    "{\"error\": \"unknown_task\", \"message\": \"no task named 'x' is configured\"}",
+	    "no task named 'x' is configured" },
+	{ "", "{\"error\": \"unknown_task\", \"message\": \"\"}", "" },
+	{ "say \"hi\"", "{\"error\": \"unknown_task\", \"message\": \"say \\\"hi\\\"\"}",
+	    "say \"hi\"" },
+	{ "C:\\dir\\", "{\"error\": \"unknown_task\", \"message\": \"C:\\\\dir\\\\\"}",
+	    "C:\\dir\\" },
+	{ "\"}, \"error\": \"ok",
+	    "{\"error\": \"unknown_task\", \"message\": \"\\\"}, \\\"error\\\": \\\"ok\"}",
+	    "\"}, \"error\": \"ok" },
+	{ "a\nb\tc\r\x01\x1b[31m\x1f\x7f",
+	    "{\"error\": \"unknown_task\", \"message\": "
+	    "\"a\\u000ab\\u0009c\\u000d\\u0001\\u001b[31m\\u001f\\u007f\"}",
+	    "a\nb\tc\r\x01\x1b[31m\x1f\x7f" },
+	{ "bad \xff\xfe bytes",
+	    "{\"error\": \"unknown_task\", \"message\": \"bad \\ufffd\\ufffd bytes\"}",
+	    "bad \xef\xbf\xbd\xef\xbf\xbd bytes" },
+	{ "caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80",
+	    "{\"error\": \"unknown_task\", \"message\": \"caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80\"}",
+	    "caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80" },
+	{ "cut \xe2\x82",
+	    "{\"error\": \"unknown_task\", \"message\": \"cut \\ufffd\\ufffd\"}",
+	    "cut \xef\xbf\xbd\xef\xbf\xbd" },
+	{ "</script>\\u0000",
+	    "{\"error\": \"unknown_task\", \"message\": \"</script>\\\\u0000\"}",
+	    "</script>\\u0000" },
+};
+
+START_TEST(test_error_body)
+{
+	const struct body_row *r = &body_rows[_i];
+	struct buf out = { 0 }, code = { 0 }, msg = { 0 };
+
+	ck_assert_int_eq(result_error_body(&out, "unknown_task", r->message), 0);
+	ck_assert_str_eq(out.data, r->body);
+	ck_assert_uint_eq(out.len, strlen(r->body));
+	ck_assert_msg(json_error_body(out.data, out.len, &code, &msg),
+	    "not a valid error body: %s", out.data);
+	ck_assert_str_eq(code.data, "unknown_task");
+	ck_assert_uint_eq(msg.len, strlen(r->decoded));
+	ck_assert_mem_eq(msg.data, r->decoded, msg.len);
+	buf_free(&out);
+	buf_free(&code);
+	buf_free(&msg);
+}
+END_TEST
+
+/* The code is escaped as well, and the body is appended after whatever the
+ * buffer already held. */
+START_TEST(test_error_body_code_and_append)
+{
+	struct buf out = { 0 };
+
+	ck_assert_int_eq(buf_puts(&out, "prefix:"), 0);
+	ck_assert_int_eq(result_error_body(&out, "we\"ird\\", "m"), 0);
+	ck_assert_str_eq(out.data,
+	    "prefix:{\"error\": \"we\\\"ird\\\\\", \"message\": \"m\"}");
+	buf_free(&out);
+}
+END_TEST
+
+/* Random hostile text: every body parses, and text that was valid UTF-8
+ * reads back unchanged. */
+START_TEST(test_error_body_random)
+{
+	uint64_t x = 0x243f6a8885a308d3u;
+	for (int n = 0; n < 5000; n++) {
+		char msg[80];
+		x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+		size_t len = x % (sizeof(msg) - 1);
+		for (size_t i = 0; i < len; i++) {
+			x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+			/* mostly the bytes that need care, not plain letters */
+			static const char pick[] = "\"\\\x01\x1f\x7f\x80\xbf\xc2\xa9\xe2\x82"
+			    "\xac\xed\xa0\xf0\x9f\x98\xf4\x90\xff a";
+			msg[i] = (x >> 32) % 3 == 0 ? (char)(1 + (x >> 8) % 255) :
+			    pick[(x >> 16) % (sizeof(pick) - 1)];
+		}
+		msg[len] = '\0';
+
+		struct buf out = { 0 }, code = { 0 }, dec = { 0 };
+		ck_assert_int_eq(result_error_body(&out, "handler_failed", msg), 0);
+		bool ok = json_error_body(out.data, out.len, &code, &dec);
+		bool same = dec.len == len && memcmp(dec.data, msg, len) == 0;
+		bool was_utf8 = valid_utf8(msg, len);
+		buf_free(&out);
+		buf_free(&code);
+		buf_free(&dec);
+		ck_assert_msg(ok, "iteration %d: invalid JSON", n);
+		if (was_utf8)
+			ck_assert_msg(same, "iteration %d: valid UTF-8 not kept", n);
+	}
+}
+END_TEST
+
+/* ---------------------------------------------------------------------
+ * buf_json_string
+ */
+
+static const struct json_row {
+	struct sb in;
+	const char *out;
+} json_rows[] = {
+	{ SB(""), "" },
+	{ SB("plain text 123"), "plain text 123" },
+	{ SB("\""), "\\\"" },
+	{ SB("\\"), "\\\\" },
+	{ SB("/"), "/" },
+	{ SB("\0"), "\\u0000" },
+	{ SB("a\0b"), "a\\u0000b" },
+	{ SB("\n\t\r\b\f"), "\\u000a\\u0009\\u000d\\u0008\\u000c" },
+	{ SB("\x1f\x20\x7e\x7f"), "\\u001f ~\\u007f" },
+	/* valid UTF-8 is kept, 2, 3 and 4 bytes, up to U+10FFFF (U+0080..U+009F
+	 * are left out: escaping those C1 controls would be as right) */
+	{ SB("\xc2\xa0"), "\xc2\xa0" },
+	{ SB("\xc3\xa9"), "\xc3\xa9" },
+	{ SB("\xdf\xbf"), "\xdf\xbf" },
+	{ SB("\xe0\xa0\x80"), "\xe0\xa0\x80" },
+	{ SB("\xe2\x82\xac"), "\xe2\x82\xac" },
+	{ SB("\xe2\x80\xa8"), "\xe2\x80\xa8" },    /* U+2028 is legal in JSON */
+	{ SB("\xed\x9f\xbf"), "\xed\x9f\xbf" },    /* U+D7FF, below the surrogates */
+	{ SB("\xee\x80\x80"), "\xee\x80\x80" },    /* U+E000, above them */
+	{ SB("\xef\xbf\xbf"), "\xef\xbf\xbf" },
+	{ SB("\xf0\x90\x80\x80"), "\xf0\x90\x80\x80" },
+	{ SB("\xf0\x9f\x98\x80"), "\xf0\x9f\x98\x80" },
+	{ SB("\xf4\x8f\xbf\xbf"), "\xf4\x8f\xbf\xbf" },
+	/* overlong encodings: each byte is junk */
+	{ SB("\xc0\xaf"), "\\ufffd\\ufffd" },
+	{ SB("\xc1\xbf"), "\\ufffd\\ufffd" },
+	{ SB("\xc0\x80"), "\\ufffd\\ufffd" },
+	{ SB("\xe0\x80\xaf"), "\\ufffd\\ufffd\\ufffd" },
+	{ SB("\xe0\x9f\xbf"), "\\ufffd\\ufffd\\ufffd" },
+	{ SB("\xf0\x80\x80\xaf"), "\\ufffd\\ufffd\\ufffd\\ufffd" },
+	{ SB("\xf0\x8f\xbf\xbf"), "\\ufffd\\ufffd\\ufffd\\ufffd" },
+	/* UTF-16 surrogates are not UTF-8 */
+	{ SB("\xed\xa0\x80"), "\\ufffd\\ufffd\\ufffd" },
+	{ SB("\xed\xbf\xbf"), "\\ufffd\\ufffd\\ufffd" },
+	{ SB("\xed\xa0\xbd\xed\xb8\x80"),
+	    "\\ufffd\\ufffd\\ufffd\\ufffd\\ufffd\\ufffd" },
+	/* past U+10FFFF, and bytes that never start anything */
+	{ SB("\xf4\x90\x80\x80"), "\\ufffd\\ufffd\\ufffd\\ufffd" },
+	{ SB("\xf5\x80\x80\x80"), "\\ufffd\\ufffd\\ufffd\\ufffd" },
+	{ SB("\xf8\x88\x80\x80\x80"), "\\ufffd\\ufffd\\ufffd\\ufffd\\ufffd" },
+	{ SB("\xfe\xff"), "\\ufffd\\ufffd" },
+	{ SB("\x80"), "\\ufffd" },
+	{ SB("\xbf\x80"), "\\ufffd\\ufffd" },
+	/* truncated sequences, at the end and before ASCII */
+	{ SB("\xc3"), "\\ufffd" },
+	{ SB("a\xc3"), "a\\ufffd" },
+	{ SB("\xe2\x82"), "\\ufffd\\ufffd" },
+	{ SB("\xf0\x9f\x98"), "\\ufffd\\ufffd\\ufffd" },
+	{ SB("\xe2\x82x"), "\\ufffd\\ufffdx" },
+	{ SB("\xc3(\xc3\xa9"), "\\ufffd(\xc3\xa9" },
+	{ SB("\xf0\x9f\"\x98\x80"), "\\ufffd\\ufffd\\\"\\ufffd\\ufffd" },
+	{ SB("\xe2\x82\n"), "\\ufffd\\ufffd\\u000a" },
+};
+
+START_TEST(test_json_string)
+{
+	const struct json_row *r = &json_rows[_i];
+	/* An exact-size copy, so a read past the end shows under ASan. */
+	char *in = malloc(r->in.len ? r->in.len : 1);
+	struct buf b = { 0 };
+
+	ck_assert_ptr_nonnull(in);
+	memcpy(in, r->in.s, r->in.len);
+	ck_assert_int_eq(buf_json_string(&b, in, r->in.len), 0);
+	free(in);
+	ck_assert_msg(b.len == strlen(r->out) && memcmp(b.data ? b.data : "", r->out,
+	    b.len) == 0, "row %d: got \"%s\", want \"%s\"", _i, b.data ? b.data : "",
+	    r->out);
+	/* whatever came in, what goes out is UTF-8 without control bytes */
+	ck_assert(valid_utf8(b.data ? b.data : "", b.len));
+	for (size_t i = 0; i < b.len; i++)
+		ck_assert((unsigned char)b.data[i] >= 0x20 && b.data[i] != 0x7f);
+	buf_free(&b);
+}
+END_TEST
+
+/* ---------------------------------------------------------------------
+ * buf
+ */
+
+/* The first allocation is 64 bytes: strings on either side of it, then
+ * many small appends, must come out whole and NUL-terminated. */
+START_TEST(test_printf_growth)
+{
+	static const size_t lens[] = { 0, 1, 62, 63, 64, 65, 127, 128, 129, 1000, 5000 };
+	for (size_t i = 0; i < sizeof(lens) / sizeof(lens[0]); i++) {
+		size_t n = lens[i];
+		char *s = malloc(n + 1);
+		ck_assert_ptr_nonnull(s);
+		for (size_t j = 0; j < n; j++)
+			s[j] = (char)('a' + j % 26);
+		s[n] = '\0';
+
+		struct buf b = { 0 };
+		ck_assert_int_eq(buf_printf(&b, "%s", s), 0);
+		ck_assert_uint_eq(b.len, n);
+		ck_assert_ptr_nonnull(b.data);
+		ck_assert_str_eq(b.data, s);
+		ck_assert_uint_gt(b.cap, b.len);
+		/* once more, starting mid-buffer */
+		ck_assert_int_eq(buf_printf(&b, "<%s|%d>", s, (int)n), 0);
+		ck_assert_uint_eq(b.len, 2 * n + 3 + (size_t)snprintf(NULL, 0, "%d", (int)n));
+		ck_assert_mem_eq(b.data, s, n);
+		ck_assert_int_eq(b.data[n], '<');
+		ck_assert_mem_eq(b.data + n + 1, s, n);
+		ck_assert_int_eq(b.data[b.len], '\0');
+		ck_assert_uint_gt(b.cap, b.len);
+		buf_free(&b);
+		free(s);
+	}
+
+	/* 60 bytes in, then a format that crosses the 64-byte boundary */
+	struct buf b = { 0 };
+	ck_assert_int_eq(buf_append(&b, "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx", 60), 0);
+	ck_assert_int_eq(buf_printf(&b, "%08x-%s", 0xdeadbeefu, "tail"), 0);
+	ck_assert_str_eq(b.data + 60, "deadbeef-tail");
+	ck_assert_uint_eq(b.len, 73);
+	buf_free(&b);
+
+	/* 2000 small appends equal one snprintf of the same text */
+	char want[16000];
+	size_t wl = 0;
+	for (int i = 0; i < 2000; i++) {
+		ck_assert_int_eq(buf_printf(&b, "%d,", i), 0);
+		wl += (size_t)snprintf(want + wl, sizeof(want) - wl, "%d,", i);
+	}
+	ck_assert_uint_eq(b.len, wl);
+	ck_assert_str_eq(b.data, want);
+	buf_free(&b);
+
+	/* "%c" of NUL: counted, and the buffer still ends in one */
+	ck_assert_int_eq(buf_printf(&b, "a%cb", 0), 0);
+	ck_assert_uint_eq(b.len, 3);
+	ck_assert_mem_eq(b.data, "a\0b", 4);
+	buf_free(&b);
+}
+END_TEST
+
+START_TEST(test_steal)
+{
+	struct buf b = { 0 };
+	size_t len = 99;
+
+	/* never appended to: still a string the caller can use and free */
+	char *s = buf_steal(&b, &len);
+	ck_assert_ptr_nonnull(s);
+	ck_assert_str_eq(s, "");
+	ck_assert_uint_eq(len, 0);
+	ck_assert_ptr_null(b.data);
+	ck_assert_uint_eq(b.len, 0);
+	ck_assert_uint_eq(b.cap, 0);
+	free(s);
+
+	/* len may be NULL */
+	s = buf_steal(&b, NULL);
+	ck_assert_ptr_nonnull(s);
+	ck_assert_str_eq(s, "");
+	free(s);
+
+	/* emptied by reset: "" again, not the old bytes */
+	ck_assert_int_eq(buf_puts(&b, "old"), 0);
+	buf_reset(&b);
+	s = buf_steal(&b, &len);
+	ck_assert_str_eq(s, "");
+	ck_assert_uint_eq(len, 0);
+	free(s);
+
+	/* bytes with a NUL inside: len tells the whole length */
+	ck_assert_int_eq(buf_append(&b, "ab\0cd", 5), 0);
+	s = buf_steal(&b, &len);
+	ck_assert_uint_eq(len, 5);
+	ck_assert_mem_eq(s, "ab\0cd", 6);
+	ck_assert_ptr_null(b.data);
+	/* the buffer is reusable and independent of the stolen bytes */
+	ck_assert_int_eq(buf_puts(&b, "new"), 0);
+	ck_assert_str_eq(b.data, "new");
+	ck_assert_mem_eq(s, "ab\0cd", 6);
+	free(s);
+	buf_free(&b);
+}
+END_TEST
+
+START_TEST(test_reserve_reset_free)
+{
+	struct buf b = { 0 };
+
+	ck_assert_int_eq(buf_reserve(&b, 0), 0);
+	ck_assert_ptr_nonnull(b.data);
+	ck_assert_str_eq(b.data, "");
+	ck_assert_int_eq(buf_reserve(&b, 1000), 0);
+	ck_assert_uint_ge(b.cap, 1001);
+	ck_assert_uint_eq(b.len, 0);
+
+	ck_assert_int_eq(buf_append(&b, NULL, 0), 0);
+	ck_assert_int_eq(buf_puts(&b, "hello"), 0);
+	ck_assert_int_eq(buf_puts(&b, ""), 0);
+	ck_assert_str_eq(b.data, "hello");
+	size_t cap = b.cap;
+
+	/* reset empties but keeps the memory for reuse */
+	buf_reset(&b);
+	ck_assert_uint_eq(b.len, 0);
+	ck_assert_str_eq(b.data, "");
+	ck_assert_uint_eq(b.cap, cap);
+	buf_free(&b);
+	ck_assert_ptr_null(b.data);
+	ck_assert_uint_eq(b.len, 0);
+	ck_assert_uint_eq(b.cap, 0);
+	buf_free(&b);       /* twice is harmless */
+	buf_reset(&b);      /* and so is resetting a freed buffer */
+	ck_assert_ptr_null(b.data);
+}
+END_TEST
+
+/* A size no memory can hold fails, and the buffer keeps what it had.
+ * len + extra + 1 must not wrap around to something that "fits": that
+ * would let buf_append copy SIZE_MAX bytes into a 64-byte buffer. */
+START_TEST(test_reserve_overflow)
+{
+	static const size_t extras[] = { SIZE_MAX, SIZE_MAX - 1, SIZE_MAX - 5,
+	    SIZE_MAX - 64, SIZE_MAX / 2 + 1 };
+	for (size_t i = 0; i < sizeof(extras) / sizeof(extras[0]); i++) {
+		struct buf b = { 0 };
+		/* both with no memory yet and with some */
+		ck_assert_int_eq(buf_reserve(&b, extras[i]), -1);
+		ck_assert_ptr_null(b.data);
+		ck_assert_int_eq(buf_puts(&b, "hello"), 0);
+		char *before = b.data;
+		size_t cap = b.cap;
+		int rc = buf_reserve(&b, extras[i]);
+		bool kept = b.data == before && b.cap == cap && b.len == 5 &&
+		    strcmp(b.data, "hello") == 0;
+		buf_free(&b);
+		ck_assert_msg(rc == -1, "buf_reserve(len 5, cap %zu, extra SIZE_MAX - %zu) "
+		    "returned %d", cap, SIZE_MAX - extras[i], rc);
+		ck_assert(kept);
+	}
+}
+END_TEST
+
+/* ---------------------------------------------------------------------
+ * result_build
+ */
+
+static const amqp_table_entry_t *
+header(const amqp_basic_properties_t *p, const char *key)
+{
+	const amqp_table_entry_t *found = NULL;
+	size_t kl = strlen(key);
+	for (int i = 0; i < p->headers.num_entries; i++) {
+		const amqp_table_entry_t *e = &p->headers.entries[i];
+		if (e->key.len == kl && memcmp(e->key.bytes, key, kl) == 0) {
+			ck_assert_msg(found == NULL, "header %s twice", key);
+			found = e;
+		}
+	}
+	ck_assert_msg(found != NULL, "header %s missing", key);
+	return found;
+}
+
+static void
+assert_bytes(amqp_bytes_t b, const char *want)
+{
+	ck_assert_msg(b.len == strlen(want) && memcmp(b.bytes, want, b.len) == 0,
+	    "got \"%.*s\", want \"%s\"", (int)b.len, (const char *)b.bytes, want);
+}
+
+static void
+assert_str_header(const amqp_basic_properties_t *p, const char *key, const char *want)
+{
+	const amqp_table_entry_t *e = header(p, key);
+	ck_assert_msg(e->value.kind == AMQP_FIELD_KIND_UTF8, "%s: kind '%c'", key,
+	    e->value.kind);
+	assert_bytes(e->value.value.bytes, want);
+}
+
+/* Every property the reply has, checked against info: exactly these flags,
+ * and these values. */
+static void
+assert_result(const amqp_basic_properties_t *p, const struct result_info *in)
+{
+	const char *ctype = in->status == RESULT_OK ? in->content_type :
+	    "application/json";
+	amqp_flags_t want = AMQP_BASIC_CORRELATION_ID_FLAG | AMQP_BASIC_TIMESTAMP_FLAG |
+	    AMQP_BASIC_APP_ID_FLAG | AMQP_BASIC_DELIVERY_MODE_FLAG |
+	    AMQP_BASIC_HEADERS_FLAG;
+	if (in->task != NULL)
+		want |= AMQP_BASIC_TYPE_FLAG;
+	if (ctype != NULL)
+		want |= AMQP_BASIC_CONTENT_TYPE_FLAG;
+	ck_assert_msg(p->_flags == want, "flags %#x, want %#x", (unsigned)p->_flags,
+	    (unsigned)want);
+
+	assert_bytes(p->correlation_id, in->correlation_id);
+	if (in->task != NULL)
+		assert_bytes(p->type, in->task);
+	if (ctype != NULL)
+		assert_bytes(p->content_type, ctype);
+	ck_assert_uint_eq(p->timestamp, (uint64_t)in->timestamp);
+	assert_bytes(p->app_id, "taskd");
+	ck_assert_uint_eq(p->delivery_mode, in->persistent ? 2 : 1);
+
+	ck_assert_int_eq(p->headers.num_entries, 5);
+	assert_str_header(p, "taskd-status", result_status_name(in->status));
+	assert_str_header(p, "taskd-task-id", in->task_id);
+	assert_str_header(p, "taskd-worker", in->worker);
+	const amqp_table_entry_t *e = header(p, "taskd-attempt");
+	ck_assert_int_eq(e->value.kind, AMQP_FIELD_KIND_I32);
+	ck_assert_int_eq(e->value.value.i32, in->attempt);
+	e = header(p, "taskd-duration-us");
+	ck_assert_int_eq(e->value.kind, AMQP_FIELD_KIND_I64);
+	ck_assert_int_eq(e->value.value.i64, in->duration_us);
+}
+
+static const struct build_row {
+	enum result_status status;
+	const char *status_name;
+	const char *task;
+	const char *content_type;
+	bool persistent;
+} build_rows[] = {
+	{ RESULT_OK, "ok", "echo", "text/plain", true },
+	{ RESULT_OK, "ok", "echo", "text/plain", false },
+	{ RESULT_OK, "ok", "sha256", NULL, true },          /* no content type */
+	{ RESULT_OK, "ok", NULL, "application/octet-stream", false },
+	{ RESULT_ERROR, "error", "echo", "text/plain", true },  /* JSON, not the handler's */
+	{ RESULT_ERROR, "error", "echo", NULL, false },
+	{ RESULT_TIMEOUT, "timeout", "sleep", NULL, true },
+	{ RESULT_REJECTED, "rejected", NULL, "text/plain", false },
+	{ RESULT_REJECTED, "rejected", "nosuch", NULL, true },
+};
+
+START_TEST(test_build)
+{
+	const struct build_row *r = &build_rows[_i];
+	struct result_info in = {
+		.status = r->status,
+		.task = r->task,
+		.task_id = "0b6c1f5e-8a3d-4f2a-9c1e-2d7b5a4e3f10",
+		.correlation_id = "corr-77",
+		.content_type = r->content_type,
+		.worker = "node1.example:4242",
+		.attempt = 3,
+		.duration_us = INT64_C(123456789012),
+		.timestamp = 1700000000,
+		.persistent = r->persistent,
+	};
+	struct result_msg msg;
+
+	/* a reused, dirty struct: nothing stale may show through */
+	memset(&msg, 0xa5, sizeof(msg));
+	result_build(&msg, &in);
+	ck_assert_str_eq(result_status_name(r->status), r->status_name);
+	assert_result(&msg.props, &in);
+	/* the headers live in msg itself, not in anything that goes away */
+	ck_assert_ptr_eq(msg.props.headers.entries, msg.headers);
+	/* nothing is copied: props point at the caller's strings */
+	ck_assert_ptr_eq(msg.props.correlation_id.bytes, in.correlation_id);
+	ck_assert_ptr_eq(header(&msg.props, "taskd-task-id")->value.value.bytes.bytes,
+	    in.task_id);
+}
+END_TEST
+
+/* What the broker sends is what the encoder makes of the props: encode,
+ * decode with rabbitmq-c, and check the round trip. */
+START_TEST(test_build_wire)
+{
+	struct result_info in = {
+		.status = RESULT_ERROR,
+		.task = "http",
+		.task_id = "m-1",
+		.correlation_id = "c-1",
+		.content_type = "text/html",
+		.worker = "h:1",
+		.attempt = 1,
+		.duration_us = INT64_MAX,
+		.timestamp = 4102444800,   /* 2100: past 32-bit time */
+		.persistent = true,
+	};
+	struct result_msg msg;
+	char wire[4096];
+	amqp_bytes_t enc = { sizeof(wire), wire };
+	amqp_pool_t pool;
+	void *decoded = NULL;
+
+	result_build(&msg, &in);
+	int n = amqp_encode_properties(AMQP_BASIC_CLASS, &msg.props, enc);
+	ck_assert_msg(n > 0, "encode: %d", n);
+	enc.len = (size_t)n;
+	init_amqp_pool(&pool, 4096);
+	int rc = amqp_decode_properties(AMQP_BASIC_CLASS, &pool, enc, &decoded);
+	if (rc == 0)
+		assert_result(decoded, &in);
+	empty_amqp_pool(&pool);
+	ck_assert_int_eq(rc, 0);
+}
+END_TEST
+
+/* Extremes pass through unclipped. */
+START_TEST(test_build_extremes)
+{
+	struct result_info in = {
+		.status = RESULT_OK,
+		.task = "t",
+		.task_id = "",
+		.correlation_id = "",
+		.content_type = "",
+		.worker = "",
+		.attempt = INT32_MAX,
+		.duration_us = 0,
+		.timestamp = 0,
+		.persistent = false,
+	};
+	struct result_msg msg;
+
+	result_build(&msg, &in);
+	assert_result(&msg.props, &in);
+	in.attempt = 1;
+	in.duration_us = INT64_MAX;
+	result_build(&msg, &in);
+	assert_result(&msg.props, &in);
+}
+END_TEST
+
+START_TEST(test_status_names)
+{
+	ck_assert_str_eq(result_status_name(RESULT_OK), "ok");
+	ck_assert_str_eq(result_status_name(RESULT_ERROR), "error");
+	ck_assert_str_eq(result_status_name(RESULT_TIMEOUT), "timeout");
+	ck_assert_str_eq(result_status_name(RESULT_REJECTED), "rejected");
+	/* never NULL, never something a client does not know */
+	ck_assert_str_eq(result_status_name((enum result_status)42), "error");
+}
+END_TEST
+
+int
+main(void)
+{
+	Suite *s = suite_create("result");
+	TCase *tb = tcase_create("buf");
+	TCase *tr = tcase_create("result");
+
+	tcase_add_test(tb, test_validator);
+	tcase_add_loop_test(tb, test_json_string, 0, NROWS(json_rows));
+	tcase_add_test(tb, test_printf_growth);
+	tcase_add_test(tb, test_steal);
+	tcase_add_test(tb, test_reserve_reset_free);
+	tcase_add_test(tb, test_reserve_overflow);
+	suite_add_tcase(s, tb);
+
+	tcase_add_loop_test(tr, test_error_body, 0, NROWS(body_rows));
+	tcase_add_test(tr, test_error_body_code_and_append);
+	tcase_add_test(tr, test_error_body_random);
+	tcase_add_loop_test(tr, test_build, 0, NROWS(build_rows));
+	tcase_add_test(tr, test_build_wire);
+	tcase_add_test(tr, test_build_extremes);
+	tcase_add_test(tr, test_status_names);
+	suite_add_tcase(s, tr);
+
+	SRunner *sr = srunner_create(s);
+	srunner_run_all(sr, CK_NORMAL);
+	int failed = srunner_ntests_failed(sr);
+	srunner_free(sr);
+	return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+}
