@@ -244,11 +244,18 @@ broker_method(struct broker *b, amqp_channel_t ch, amqp_method_t *m)
 	}
 	case AMQP_BASIC_RETURN_METHOD: {
 		amqp_basic_return_t *r = m->decoded;
+		b->skip_header = true;
+		/* RabbitMQ 3.10 returns every mandatory publish to a direct
+		 * reply-to address as NO_ROUTE, also when it was delivered, so
+		 * a return there says nothing. */
+		static const char direct[] = "amq.rabbitmq.reply-to.";
+		if (r->routing_key.len >= sizeof direct - 1 &&
+		    memcmp(r->routing_key.bytes, direct, sizeof direct - 1) == 0)
+			break;
 		b->returned++;
 		log_warn("a result was returned by the broker: %u %.*s (reply address '%.*s' has no queue)",
 		    r->reply_code, (int)r->reply_text.len, (char *)r->reply_text.bytes,
 		    (int)r->routing_key.len, (char *)r->routing_key.bytes);
-		b->skip_header = true;
 		break;
 	}
 	case AMQP_CHANNEL_CLOSE_METHOD: {

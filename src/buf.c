@@ -9,7 +9,8 @@
 int
 buf_reserve(struct buf *b, size_t extra)
 {
-	if (b->len + extra + 1 <= b->cap && b->data != NULL)
+	/* cap > len whenever data is set, so this cannot wrap */
+	if (b->data != NULL && extra < b->cap - b->len)
 		return 0;
 	if (extra > SIZE_MAX / 2 - b->len)
 		return -1;
@@ -116,6 +117,10 @@ buf_json_string(struct buf *b, const void *p, size_t n)
 			if (len == 0) {
 				rc = buf_puts(b, "\\ufffd");
 				i++;
+			} else if (len == 2 && c == 0xc2 && s[i + 1] < 0xa0) {
+				/* C1 controls: legal JSON, but CSI & co. reach terminals */
+				rc = buf_printf(b, "\\u%04x", s[i + 1]);
+				i += 2;
 			} else {
 				rc = buf_append(b, s + i, len);
 				i += len;

@@ -33,12 +33,49 @@ printable(amqp_bytes_t b)
 	return true;
 }
 
+static bool
+printable_sp(amqp_bytes_t b)
+{
+	const unsigned char *p = b.bytes;
+	for (size_t i = 0; i < b.len; i++)
+		if (p[i] < 0x20 || p[i] > 0x7e)
+			return false;
+	return true;
+}
+
+/* No control characters, valid UTF-8: safe to copy as it is. */
+static bool
+displayable(amqp_bytes_t b)
+{
+	const unsigned char *p = b.bytes;
+	for (size_t i = 0; i < b.len; ) {
+		if (p[i] < 0x80) {
+			if (p[i] < 0x20 || p[i] == 0x7f)
+				return false;
+			i++;
+			continue;
+		}
+		struct buf t = { 0 };
+		size_t n = 1;
+		while (i + n < b.len && n < 4 && (p[i + n] & 0xc0) == 0x80)
+			n++;
+		/* buf_json_string leaves a valid, non-control sequence alone */
+		bool same = buf_json_string(&t, p + i, n) == 0 && t.len == n &&
+		    memcmp(t.data, p + i, n) == 0;
+		buf_free(&t);
+		if (!same)
+			return false;
+		i += n;
+	}
+	return true;
+}
+
 /* Copies b, or a quoted, escaped rendering when it holds bytes that would
  * corrupt a log line or a JSON body. */
 static char *
 dup_display(amqp_bytes_t b)
 {
-	if (printable(b))
+	if (displayable(b))
 		return dup_bytes(b);
 	struct buf out = { 0 };
 	if (buf_json_string(&out, b.bytes, b.len) < 0) {
@@ -151,9 +188,9 @@ envelope_parse(const amqp_basic_properties_t *p, size_t body_len,
 		goto nomem;
 
 	if ((f & AMQP_BASIC_CORRELATION_ID_FLAG) && p->correlation_id.len > 0)
-		env->correlation_id = dup_bytes(p->correlation_id);
+		env->correlation_id = dup_display(p->correlation_id);
 	else
-		env->correlation_id = strdup(env->task_id);
+		env->correlation_id = strndup(env->task_id, 255);
 	if (env->correlation_id == NULL)
 		goto nomem;
 
@@ -169,7 +206,7 @@ envelope_parse(const amqp_basic_properties_t *p, size_t body_len,
 	}
 
 	if ((f & AMQP_BASIC_CONTENT_TYPE_FLAG) && p->content_type.len > 0 &&
-	    printable(p->content_type)) {
+	    printable_sp(p->content_type)) {
 		env->content_type = dup_bytes(p->content_type);
 		if (env->content_type == NULL)
 			goto nomem;
@@ -198,6 +235,8 @@ envelope_parse(const amqp_basic_properties_t *p, size_t body_len,
 			    "task name is not printable ASCII of at most 255 bytes: ",
 			    env->task) < 0)
 				goto nomem;
+			free(env->task);
+			env->task = NULL;
 			return 0;
 		}
 	} else if (lim->default_task != NULL && lim->default_task[0] != '\0') {
