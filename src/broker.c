@@ -435,6 +435,8 @@ broker_connected(void *ctx, struct connector_result *res)
 	struct broker *b = ctx;
 	const struct connector_params *p = &b->params;
 
+	/* The attempt is over and res is ours: the connector can go. */
+	connector_free(b->connector);
 	b->connector = NULL;
 	if (res->conn == NULL) {
 		double delay = backoff_next(&b->backoff, broker_rand());
