@@ -120,6 +120,7 @@ static const struct key reply_keys[] = {
 };
 static const struct key io_keys[] = {
 	{ "max_concurrency", KEY_INT, 1, 1000000, false, NULL, 0, C(io_max_concurrency) },
+	{ "stack_size", KEY_SIZE, 16384, 8388608, false, NULL, 0, C(io_stack_size) },
 	{ NULL, 0, 0, 0, false, NULL, 0, 0 },
 };
 static const struct key cpu_keys[] = {
@@ -145,6 +146,8 @@ static const struct key task_keys[] = {
 	{ "kind", KEY_ENUM, 0, 0, false, task_kinds, NWORDS(task_kinds), T(kind) },
 	{ "timeout", KEY_DOUBLE, 0, 86400, true, NULL, 0, T(timeout) },
 	{ "retries", KEY_INT, 0, 100, false, NULL, 0, T(retries) },
+	{ "follow_redirects", KEY_BOOL, 0, 0, false, NULL, 0, T(follow_redirects) },
+	{ "max_response", KEY_SIZE, 1, 1073741824, false, NULL, 0, T(max_response) },
 	{ NULL, 0, 0, 0, false, NULL, 0, 0 },
 };
 
@@ -852,6 +855,7 @@ conf_defaults(const char *path)
 	c->default_task = strdup("");
 	c->reply_queue = strdup("distributed_results");
 	c->io_max_concurrency = 10000;
+	c->io_stack_size = 65536;
 	c->cpu_workers = 0;
 	c->timeout = 300;
 	c->max_payload = 16777216;

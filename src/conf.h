@@ -34,6 +34,8 @@ struct conf_task {
 	int retries;         /* re-runs after a crash or timeout; default 0 */
 	char **allow;        /* NULL-terminated URL prefixes (http), or NULL */
 	size_t nallow;
+	bool follow_redirects; /* http: follow 3xx; default false */
+	size_t max_response; /* http: response body cap; 0 = the default 1 MiB */
 	int line;            /* where the entry starts, for later messages */
 };
 
@@ -61,6 +63,7 @@ struct conf {
 	char *reply_queue;        /* default "distributed_results"; "" = no reply */
 
 	int io_max_concurrency;   /* default 10000, 1..1000000 */
+	size_t io_stack_size;     /* coroutine stack bytes; default 64 KiB */
 	int cpu_workers;          /* default 0 = usable cores, 0..1024 */
 
 	double timeout;           /* limits.timeout, default 300 */

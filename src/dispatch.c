@@ -26,6 +26,7 @@ struct task {
 	struct broker_delivery *dlv;
 	struct envelope env;
 	const struct handler *handler;
+	struct handler_args *args;    /* our reference: survives a reload */
 	double timeout;
 	int retries;
 	int attempt;
@@ -127,6 +128,7 @@ task_free(struct task *t)
 	envelope_free(&t->env);
 	broker_delivery_free(t->dlv);
 	buf_free(&t->call.out.body);
+	handler_args_unref(t->args);
 	free(t);
 	if (d->draining && d->st.in_flight == 0 && d->idle != NULL) {
 		void (*idle)(void *) = d->idle;
@@ -291,6 +293,7 @@ task_run(struct task *t)
 	call->in.len = t->dlv->body ? t->dlv->len : 0;
 	call->in.content_type = t->env.content_type;
 	call->in.deadline = t->started + t->timeout;
+	call->in.args = t->args;
 	call->done = task_call_done;
 	call->cancel = NULL;
 
@@ -420,6 +423,7 @@ dispatch_on_delivery(void *ctx, struct broker_delivery *dlv)
 		return;
 	}
 	t->handler = e->handler;
+	t->args = handler_args_ref(e->args);
 	t->retries = e->retries;
 	t->timeout = e->timeout;
 	/* A client may only shorten the operator's limit. */

@@ -19,19 +19,48 @@
 #ifndef TASKD_HANDLER_H
 #define TASKD_HANDLER_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <ev.h>
 
 #include "buf.h"
+#include "conf.h"
 #include "result.h"
 
 enum handler_kind { HANDLER_IO, HANDLER_CPU };
+
+/*
+ * A configured task's own settings, as its handler reads them (exec argv,
+ * http allow-list...).  Immutable and reference-counted: the registry holds
+ * one reference per task and every task in flight holds another, so a
+ * reload that frees the old conf never frees what a running handler reads.
+ * Only the event-loop thread touches the count.
+ */
+struct handler_args {
+	unsigned refs;
+	char **exec;              /* NULL-terminated argv, or NULL */
+	char **allow;             /* NULL-terminated URL prefixes, or NULL */
+	size_t nallow;
+	bool follow_redirects;    /* http: follow 3xx (default no) */
+	size_t max_response;      /* http: response body cap in bytes */
+	size_t max_output;        /* exec: stdout cap in bytes */
+};
+
+/* Deep copy of what handlers need from t, with one reference; NULL when
+ * memory ran out.  max_output caps an exec task's stdout (the result must
+ * fit in a message: limits.max_payload). */
+struct handler_args *handler_args_new(const struct conf_task *t, size_t max_output);
+/* Takes one more reference; NULL is passed through. */
+struct handler_args *handler_args_ref(struct handler_args *a);
+/* Drops one reference and frees on the last; NULL is ignored. */
+void handler_args_unref(struct handler_args *a);
 
 struct handler_input {
 	const void *payload;
 	size_t len;
 	const char *content_type;  /* may be NULL */
 	double deadline;           /* handler_clock() seconds; 0 = none */
+	const struct handler_args *args; /* the task's settings; may be NULL */
 };
 
 struct handler_output {
@@ -60,7 +89,18 @@ struct handler {
 	void (*run)(const struct handler_input *in, struct handler_output *out);
 	/* I/O: returns at once; calls handler_call_done() later. */
 	void (*start)(struct handler_call *call);
+	/* I/O on a coroutine: a body that may wait (coro.h) and returns with
+	 * call->out filled.  Such a handler sets start = handler_co_start,
+	 * which runs the body on a coroutine and calls handler_call_done()
+	 * when it returns; a cancel resumes the body at its wait point with
+	 * CORO_CANCELLED so it unwinds, and done is never called. */
+	void (*co)(struct handler_call *call);
 };
+
+/* The start() of every coroutine handler (handler_co.c). */
+void handler_co_start(struct handler_call *call);
+/* The handler of exec tasks of kind io (handler_exec.c). */
+extern const struct handler handler_exec_io;
 
 /* CLOCK_MONOTONIC in seconds: the clock of every deadline. */
 double handler_clock(void);

@@ -18,7 +18,7 @@ echo_start(struct handler_call *call)
 	handler_call_done(call);
 }
 
-const struct handler handler_echo = { "echo", HANDLER_IO, NULL, echo_start };
+const struct handler handler_echo = { "echo", HANDLER_IO, NULL, echo_start, NULL };
 
 static void
 sleep_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
@@ -58,7 +58,7 @@ sleep_start(struct handler_call *call)
 	call->cancel = sleep_cancel;
 }
 
-const struct handler handler_sleep = { "sleep", HANDLER_IO, NULL, sleep_start };
+const struct handler handler_sleep = { "sleep", HANDLER_IO, NULL, sleep_start, NULL };
 
 static void
 sha256_run(const struct handler_input *in, struct handler_output *out)
@@ -83,7 +83,7 @@ sha256_run(const struct handler_input *in, struct handler_output *out)
 	out->content_type = "text/plain";
 }
 
-const struct handler handler_sha256 = { "sha256", HANDLER_CPU, sha256_run, NULL };
+const struct handler handler_sha256 = { "sha256", HANDLER_CPU, sha256_run, NULL, NULL };
 
 static double
 cpu_now(void)
@@ -133,4 +133,4 @@ burn_run(const struct handler_input *in, struct handler_output *out)
 	out->content_type = "text/plain";
 }
 
-const struct handler handler_burn = { "burn", HANDLER_CPU, burn_run, NULL };
+const struct handler handler_burn = { "burn", HANDLER_CPU, burn_run, NULL, NULL };

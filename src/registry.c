@@ -26,14 +26,16 @@ registry_build(const struct conf *conf, char **errs)
 		const struct conf_task *t = &conf->tasks[i];
 		struct registry_entry *e = &r->entries[r->n];
 
-		if (t->handler == NULL) {
-			if (buf_printf(&err, "%s:%d: tasks[%zu].exec: exec tasks are "
-			    "not supported by this build of taskd\n", conf->path,
-			    t->line, i) < 0)
+		if (t->handler == NULL && t->kind == CONF_KIND_CPU) {
+			if (buf_printf(&err, "%s:%d: tasks[%zu].exec: exec tasks of "
+			    "kind cpu are not supported by this build of taskd\n",
+			    conf->path, t->line, i) < 0)
 				goto nomem;
 			continue;
 		}
-		e->handler = handler_find(t->handler);
+		/* conf makes an exec task without a kind an io one. */
+		e->handler = t->handler == NULL ? &handler_exec_io :
+		    handler_find(t->handler);
 		if (e->handler == NULL) {
 			if (buf_printf(&err, "%s:%d: tasks[%zu].handler: unknown "
 			    "handler '%s'\n", conf->path, t->line, i, t->handler) < 0)
@@ -48,6 +50,10 @@ registry_build(const struct conf *conf, char **errs)
 				goto nomem;
 			continue;
 		}
+		/* A result must fit in a message: stdout is capped like a payload. */
+		e->args = handler_args_new(t, conf->max_payload);
+		if (e->args == NULL)
+			goto nomem;
 		e->name = t->name;
 		e->kind = e->handler->kind;
 		e->timeout = t->timeout;
@@ -90,6 +96,8 @@ registry_free(struct registry *r)
 {
 	if (r == NULL)
 		return;
+	for (size_t i = 0; i < r->n; i++)
+		handler_args_unref(r->entries[i].args);
 	free(r->entries);
 	free(r);
 }

@@ -18,6 +18,7 @@ struct registry_entry {
 	enum handler_kind kind;
 	double timeout;   /* seconds */
 	int retries;
+	struct handler_args *args; /* the registry's reference */
 };
 
 struct registry;
