@@ -183,6 +183,7 @@ dispatch_flush(struct dispatch *d)
 			.task = t->env.task,
 			.task_id = t->env.task_id,
 			.correlation_id = t->env.correlation_id,
+			.correlation_len = t->env.correlation_len,
 			.content_type = t->call.out.content_type ? t->call.out.content_type :
 			    t->env.content_type,
 			.worker = d->worker,

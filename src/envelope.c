@@ -187,10 +187,17 @@ envelope_parse(const amqp_basic_properties_t *p, size_t body_len,
 	if (env->task_id == NULL)
 		goto nomem;
 
-	if ((f & AMQP_BASIC_CORRELATION_ID_FLAG) && p->correlation_id.len > 0)
-		env->correlation_id = dup_display(p->correlation_id);
-	else
+	if ((f & AMQP_BASIC_CORRELATION_ID_FLAG) && p->correlation_id.len > 0) {
+		env->correlation_id = dup_bytes(p->correlation_id);
+		env->correlation_len = p->correlation_id.len;
+	} else if ((f & AMQP_BASIC_MESSAGE_ID_FLAG) && p->message_id.len > 0) {
+		/* The client's own message_id, not our display copy of it. */
+		env->correlation_id = dup_bytes(p->message_id);
+		env->correlation_len = p->message_id.len;
+	} else {
 		env->correlation_id = strndup(env->task_id, 255);
+		env->correlation_len = env->correlation_id ? strlen(env->correlation_id) : 0;
+	}
 	if (env->correlation_id == NULL)
 		goto nomem;
 

@@ -39,7 +39,10 @@ struct envelope {
 	char *message;        /* human text for error != OK, else NULL */
 	char *task;           /* NUL-free name as given (may be NULL on NO_TASK) */
 	char *task_id;
+	/* Copied byte for byte (it is the client's key, and AMQP allows any
+	 * bytes in it, NUL included): always use it with correlation_len. */
 	char *correlation_id;
+	size_t correlation_len;
 	char *reply_to;       /* NULL = no result is sent */
 	bool reply_to_default;/* reply_to is the configured reply queue */
 	char *content_type;   /* NULL when absent */

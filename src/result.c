@@ -31,7 +31,9 @@ result_build(struct result_msg *msg, const struct result_info *info)
 	p->_flags = AMQP_BASIC_CORRELATION_ID_FLAG | AMQP_BASIC_TIMESTAMP_FLAG |
 	    AMQP_BASIC_APP_ID_FLAG | AMQP_BASIC_HEADERS_FLAG |
 	    AMQP_BASIC_DELIVERY_MODE_FLAG;
-	p->correlation_id = amqp_cstring_bytes(info->correlation_id);
+	p->correlation_id = info->correlation_len > 0 ?
+	    (amqp_bytes_t){ info->correlation_len, (void *)info->correlation_id } :
+	    amqp_cstring_bytes(info->correlation_id);
 	p->timestamp = (uint64_t)info->timestamp;
 	p->app_id = amqp_cstring_bytes("taskd");
 	p->delivery_mode = info->persistent ? 2 : 1;

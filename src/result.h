@@ -35,6 +35,7 @@ struct result_info {
 	const char *task;           /* may be NULL (a message naming none) */
 	const char *task_id;
 	const char *correlation_id;
+	size_t correlation_len;     /* 0: correlation_id is a C string */
 	const char *content_type;   /* of the body when ok; NULL = none */
 	const char *worker;         /* "host:pid" */
 	int attempt;                /* 1 = first run */
