@@ -441,6 +441,14 @@ dispatch_on_delivery(void *ctx, struct broker_delivery *dlv)
 }
 
 static void
+task_nack_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+	(void)loop;
+	(void)revents;
+	task_requeue(w->data);
+}
+
+static void
 dispatch_on_confirm(void *ctx, void *token, enum broker_confirm how)
 {
 	(void)ctx;
@@ -450,7 +458,12 @@ dispatch_on_confirm(void *ctx, void *token, enum broker_confirm how)
 		task_settle(t);
 		break;
 	case BROKER_NACKED:
-		task_requeue(t);
+		/* Typically a full reply queue (overflow reject-publish): an
+		 * immediate requeue would spin the task through the broker at
+		 * full speed, so it waits a second first. */
+		ev_timer_init(&t->deadline, task_nack_cb, 1.0, 0.0);
+		t->deadline.data = t;
+		ev_timer_start(t->d->loop, &t->deadline);
 		break;
 	case BROKER_LOST:
 		task_free(t);
