@@ -1,6 +1,7 @@
 /* taskd: a RabbitMQ task worker node.  main() is the life cycle. */
 #include <fcntl.h>
 #include <getopt.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -10,6 +11,7 @@
 #include "config.h"
 #include "conf.h"
 #include "log.h"
+#include "notify.h"
 #include "registry.h"
 #include "taskd.h"
 
@@ -40,6 +42,42 @@ report(const char *errs)
 			log_error("%.*s", n, p);
 		p = nl ? nl + 1 : NULL;
 	}
+}
+
+/* True when the URI as written has a password in its user info; "guest"
+ * (RabbitMQ's well-known default, refused from other hosts) is no secret. */
+static bool
+uri_has_password(const char *uri)
+{
+	const char *p = strstr(uri, "://");
+	if (p == NULL)
+		return false;
+	p += 3;
+	size_t auth = strcspn(p, "/?#");
+	const char *at = memrchr(p, '@', auth);
+	if (at == NULL)
+		return false;
+	const char *colon = memchr(p, ':', (size_t)(at - p));
+	if (colon == NULL || colon + 1 == at)
+		return false;
+	size_t n = (size_t)(at - colon - 1);
+	return !(n == 5 && memcmp(colon + 1, "guest", 5) == 0);
+}
+
+/* taskd -t: a secret that every local user can read is worth a warning. */
+static void
+warn_readable_secrets(const struct conf *conf)
+{
+	struct stat st;
+	if (uri_has_password(conf->broker_uri) && stat(conf->path, &st) == 0 &&
+	    (st.st_mode & S_IROTH))
+		fprintf(stderr, "%s: warning: broker.uri holds a password and the file "
+		    "is readable by every user (chmod o-r, or move the password to "
+		    "broker.password_file)\n", conf->path);
+	if (conf->password_file != NULL && stat(conf->password_file, &st) == 0 &&
+	    (st.st_mode & S_IROTH))
+		fprintf(stderr, "%s: warning: broker.password_file %s is readable by "
+		    "every user (chmod o-r)\n", conf->path, conf->password_file);
 }
 
 /* Without -f and outside systemd: detach from the terminal. */
@@ -110,12 +148,7 @@ main(int argc, char **argv)
 
 	if (check) {
 		taskd_conf_warnings(conf);
-		struct stat st;
-		if (stat(path, &st) == 0 && (st.st_mode & S_IROTH) &&
-		    conf->broker.password != NULL && strcmp(conf->broker.password, "guest") != 0 &&
-		    conf->password_file == NULL)
-			fprintf(stderr, "%s: warning: the file holds a broker password and "
-			    "is readable by every user (use broker.password_file)\n", path);
+		warn_readable_secrets(conf);
 		printf("%s: configuration OK (%zu tasks)\n", path, registry_count(reg));
 		registry_free(reg);
 		conf_free(conf);
@@ -129,5 +162,8 @@ main(int argc, char **argv)
 		conf_free(conf);
 		return 1;
 	}
+	char nerr[256];
+	if (notify_init(nerr, sizeof(nerr)) < 0)
+		log_warn("%s", nerr);
 	return taskd_run(conf, reg);
 }

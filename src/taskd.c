@@ -5,7 +5,10 @@
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <stdbool.h>
+#include <stdint.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 #include <ev.h>
 
@@ -14,6 +17,12 @@
 #include "connector.h"
 #include "dispatch.h"
 #include "log.h"
+#include "notify.h"
+
+/* How often STATUS= is refreshed for `systemctl status`. */
+#define TASKD_STATUS_EVERY 5.0
+/* Slack over the remaining grace when asking the manager for more time. */
+#define TASKD_STOP_SLACK 15.0
 
 /* RabbitMQ's default consumer_timeout: a delivery unacked this long makes
  * the broker close the channel under the task. */
@@ -36,6 +45,9 @@ struct taskd {
 	ev_signal sigterm, sigint, sighup;
 	ev_timer grace;
 	ev_timer finish;
+	ev_timer status;     /* refreshes STATUS= (service manager only) */
+	ev_timer watchdog;   /* WATCHDOG=1 at half WATCHDOG_USEC */
+	bool ready;          /* READY=1 sent */
 	int exit_status;
 };
 
@@ -92,6 +104,128 @@ taskd_params(struct connector_params *p, const struct conf *conf, const char *wo
 	return 0;
 }
 
+/* ---- the service manager (sd_notify) ------------------------------------ */
+
+/* One line for `systemctl status`: where the broker stands, then the
+ * counters an operator looks at first. */
+static void
+taskd_notify_status(struct taskd *t, const char *extra)
+{
+	if (!notify_enabled())
+		return;
+	struct dispatch_stats st;
+	dispatch_stats(t->dispatch, &st);
+	const char *where;
+	switch (broker_state(t->broker)) {
+	case BROKER_UP: where = "consuming from"; break;
+	case BROKER_CONNECTING: where = t->ready ? "reconnecting to" : "connecting to"; break;
+	default: where = "reconnecting to"; break;
+	}
+	char stop[96] = "";
+	if (t->state == TASKD_DRAINING)
+		snprintf(stop, sizeof(stop), "stopping, %.0f s of grace left; ",
+		    ev_timer_remaining(t->loop, &t->grace));
+	if (notify_send("%sSTATUS=%s%s %s:%d; %llu done, %llu failed, %llu rejected; "
+	    "running %zu io, %zu cpu",
+	    extra ? extra : "", stop, where, t->conf->broker.host, t->conf->broker.port,
+	    (unsigned long long)st.ok, (unsigned long long)st.failed,
+	    (unsigned long long)st.rejected, st.io_running, st.cpu_running) < 0)
+		log_debug("cannot notify the service manager: %s", strerror(errno));
+}
+
+/* READY=1 once: the consumer is registered, or the first attempt failed
+ * (the boot must not wait for a broker that may be down for hours). */
+static void
+taskd_ready(struct taskd *t)
+{
+	if (t->ready || t->state != TASKD_RUNNING) {
+		taskd_notify_status(t, NULL);
+		return;
+	}
+	t->ready = true;
+	taskd_notify_status(t, "READY=1\n");
+}
+
+static void
+taskd_status_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+	(void)loop;
+	(void)revents;
+	struct taskd *t = w->data;
+	if (t->state == TASKD_DRAINING) {
+		/* The drain may outlast TimeoutStopSec when shutdown.grace was
+		 * raised without it: ask for the time it still needs. */
+		char extend[64];
+		double left = ev_timer_remaining(t->loop, &t->grace) + TASKD_STOP_SLACK;
+		snprintf(extend, sizeof(extend), "EXTEND_TIMEOUT_USEC=%llu\n",
+		    (unsigned long long)(left * 1e6));
+		taskd_notify_status(t, extend);
+	} else {
+		taskd_notify_status(t, NULL);
+	}
+}
+
+static void
+taskd_watchdog_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+	(void)loop;
+	(void)w;
+	(void)revents;
+	/* Sent from a timer of the one loop: if the loop hangs, pings stop
+	 * and the manager restarts us (WatchdogSec=). */
+	if (notify_send("WATCHDOG=1") < 0)
+		log_debug("cannot notify the service manager: %s", strerror(errno));
+}
+
+/* The broker's events go to the dispatcher; taskd listens in on up and
+ * down for READY= and STATUS=. */
+static void
+taskd_on_delivery(void *ctx, struct broker_delivery *d)
+{
+	struct taskd *t = ctx;
+	dispatch_broker_ops.delivery(t->dispatch, d);
+}
+
+static void
+taskd_on_confirm(void *ctx, void *token, enum broker_confirm how)
+{
+	struct taskd *t = ctx;
+	dispatch_broker_ops.confirm(t->dispatch, token, how);
+}
+
+static void
+taskd_on_up(void *ctx)
+{
+	struct taskd *t = ctx;
+	dispatch_broker_ops.up(t->dispatch);
+	taskd_ready(t);
+}
+
+static void
+taskd_on_down(void *ctx, uint64_t gen)
+{
+	struct taskd *t = ctx;
+	dispatch_broker_ops.down(t->dispatch, gen);
+	taskd_ready(t);
+}
+
+static void
+taskd_on_writable(void *ctx)
+{
+	struct taskd *t = ctx;
+	dispatch_broker_ops.writable(t->dispatch);
+}
+
+static const struct broker_ops taskd_broker_ops = {
+	.delivery = taskd_on_delivery,
+	.confirm = taskd_on_confirm,
+	.up = taskd_on_up,
+	.down = taskd_on_down,
+	.writable = taskd_on_writable,
+};
+
+/* ---- life cycle ------------------------------------------------------- */
+
 static void
 taskd_finish_cb(struct ev_loop *loop, ev_timer *w, int revents)
 {
@@ -142,7 +276,26 @@ taskd_stop_cb(struct ev_loop *loop, ev_signal *w, int revents)
 	broker_cancel_consumer(t->broker);
 	ev_timer_set(&t->grace, t->conf->shutdown_grace, 0.0);
 	ev_timer_start(loop, &t->grace);
+	char extend[80];
+	snprintf(extend, sizeof(extend), "STOPPING=1\nEXTEND_TIMEOUT_USEC=%llu\n",
+	    (unsigned long long)((t->conf->shutdown_grace + TASKD_STOP_SLACK) * 1e6));
+	taskd_notify_status(t, extend);
 	dispatch_drain(t->dispatch, taskd_idle, t);
+}
+
+/* The end of a reload for the manager: READY=1 again, and for a refused
+ * reload a status that says so until the next refresh. */
+static void
+taskd_ready_again(struct taskd *t, const char *refused)
+{
+	if (refused == NULL) {
+		taskd_notify_status(t, "READY=1\n");
+		return;
+	}
+	if (notify_send("READY=1\nSTATUS=%s", refused) < 0)
+		log_debug("cannot notify the service manager: %s", strerror(errno));
+	/* Keep that status visible for one refresh period. */
+	ev_timer_again(t->loop, &t->status);
 }
 
 static void
@@ -156,6 +309,14 @@ taskd_reload_cb(struct ev_loop *loop, ev_signal *w, int revents)
 	if (t->state != TASKD_RUNNING)
 		return;
 	log_info("reloading %s", t->conf->path);
+	struct timespec now;
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	/* MONOTONIC_USEC ties this reload to the manager's request (needed by
+	 * Type=notify-reload, harmless before it). */
+	if (notify_send("RELOADING=1\nMONOTONIC_USEC=%llu",
+	    (unsigned long long)now.tv_sec * 1000000ULL +
+	    (unsigned long long)now.tv_nsec / 1000ULL) < 0)
+		log_debug("cannot notify the service manager: %s", strerror(errno));
 	struct conf *conf = conf_load(t->conf->path, &errs);
 	struct registry *reg = NULL;
 	if (conf != NULL)
@@ -169,6 +330,8 @@ taskd_reload_cb(struct ev_loop *loop, ev_signal *w, int revents)
 		log_error("reload refused: the configuration in force is unchanged");
 		free(errs);
 		conf_free(conf);
+		taskd_ready_again(t, "reload refused (see the log); the previous "
+		    "configuration stays in force");
 		return;
 	}
 	taskd_conf_warnings(conf);
@@ -183,6 +346,7 @@ taskd_reload_cb(struct ev_loop *loop, ev_signal *w, int revents)
 	t->conf = conf;
 	t->reg = reg;
 	log_info("configuration reloaded: %zu tasks", registry_count(reg));
+	taskd_ready_again(t, NULL);
 }
 
 int
@@ -216,7 +380,7 @@ taskd_run(struct conf *conf, struct registry *reg)
 	taskd_params(&p, conf, worker);
 	if (t.dispatch != NULL)
 		t.broker = broker_new(t.loop, &p, conf->max_payload, conf->max_unconfirmed,
-		    conf->reconnect_max, &dispatch_broker_ops, t.dispatch);
+		    conf->reconnect_max, &taskd_broker_ops, &t);
 	if (t.dispatch == NULL || t.broker == NULL) {
 		log_error("out of memory at start");
 		dispatch_free(t.dispatch);
@@ -231,17 +395,26 @@ taskd_run(struct conf *conf, struct registry *reg)
 	ev_signal_init(&t.sighup, taskd_reload_cb, SIGHUP);
 	ev_timer_init(&t.grace, taskd_grace_cb, 0.0, 0.0);
 	ev_timer_init(&t.finish, taskd_finish_cb, 0.0, 0.0);
+	ev_timer_init(&t.status, taskd_status_cb, TASKD_STATUS_EVERY, TASKD_STATUS_EVERY);
+	ev_timer_init(&t.watchdog, taskd_watchdog_cb, 0.0, notify_watchdog_usec() / 2e6);
 	t.sigterm.data = t.sigint.data = t.sighup.data = t.grace.data = &t;
+	t.status.data = t.watchdog.data = &t;
+	if (notify_enabled())
+		ev_timer_start(t.loop, &t.status);
+	if (notify_watchdog_usec() > 0)
+		ev_timer_start(t.loop, &t.watchdog);
 	ev_signal_start(t.loop, &t.sigterm);
 	ev_signal_start(t.loop, &t.sigint);
 	ev_signal_start(t.loop, &t.sighup);
 
 	log_info("taskd %s starting: config %s, broker %s:%d, queue '%s', %zu tasks, "
-	    "io concurrency %d, cpu %d (inline), prefetch %d",
+	    "io concurrency %d, cpu %d (%s), prefetch %d%s%s",
 	    PACKAGE_VERSION, conf->path, conf->broker.host, conf->broker.port,
 	    conf->queue_name, registry_count(reg), conf->io_max_concurrency,
 	    conf->cpu_workers > 0 ? conf->cpu_workers : taskd_usable_cpus(),
-	    taskd_prefetch(conf));
+	    conf->cpu_workers > 0 ? "cpu.workers" : "usable cores",
+	    taskd_prefetch(conf), notify_enabled() ? ", notifying systemd" : "",
+	    notify_watchdog_usec() > 0 ? " with watchdog" : "");
 	taskd_conf_warnings(conf);
 
 	t.state = TASKD_RUNNING;
@@ -256,12 +429,15 @@ taskd_run(struct conf *conf, struct registry *reg)
 	broker_free(t.broker);
 	ev_timer_stop(t.loop, &t.grace);
 	ev_timer_stop(t.loop, &t.finish);
+	ev_timer_stop(t.loop, &t.status);
+	ev_timer_stop(t.loop, &t.watchdog);
 	ev_signal_stop(t.loop, &t.sigterm);
 	ev_signal_stop(t.loop, &t.sigint);
 	ev_signal_stop(t.loop, &t.sighup);
 	log_info("stopped: %llu ok, %llu failed, %llu rejected, %llu requeued",
 	    (unsigned long long)st.ok, (unsigned long long)st.failed,
 	    (unsigned long long)st.rejected, (unsigned long long)st.requeued);
+	notify_close();
 	ev_loop_destroy(t.loop);
 	registry_free(t.reg);
 	conf_free(t.conf);

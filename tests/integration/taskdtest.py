@@ -448,12 +448,14 @@ class Taskd:
         with open(self.conf_path, "w") as f:
             f.write(libconfig_text(self.conf))
 
-    def start(self, wait=True, consumers=1, timeout=30):
+    def start(self, wait=True, consumers=1, timeout=30, env=None):
         """Starts `taskd -f -c FILE`, stderr to the log file; with wait,
-        returns once the queue has at least `consumers` consumers."""
-        env = {k: v for k, v in os.environ.items()
-               if k not in ("JOURNAL_STREAM", "NOTIFY_SOCKET", "INVOCATION_ID",
-                            "LISTEN_FDS", "WATCHDOG_USEC")}
+        returns once the queue has at least `consumers` consumers.  env:
+        variables added to the (cleaned) environment, e.g. NOTIFY_SOCKET."""
+        clean = {k: v for k, v in os.environ.items()
+                 if k not in ("JOURNAL_STREAM", "NOTIFY_SOCKET", "INVOCATION_ID",
+                              "LISTEN_FDS", "WATCHDOG_USEC", "WATCHDOG_PID")}
+        env = dict(clean, **(env or {}))
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(
                 [TASKD, "-f", "-c", self.conf_path], stdin=subprocess.DEVNULL,
