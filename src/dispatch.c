@@ -295,6 +295,7 @@ task_run(struct task *t)
 	call->in.content_type = t->env.content_type;
 	call->in.deadline = t->started + t->timeout;
 	call->in.args = t->args;
+	call->handler = t->handler;
 	call->done = task_call_done;
 	call->cancel = NULL;
 

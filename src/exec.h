@@ -32,8 +32,10 @@
  * the waiter's reap(), and the result is RESULT_TIMEOUT with error code
  * "timeout".  Cancellation (the waiter answers EXEC_WAIT_CANCELLED) does the
  * same kill and reap, leaves out untouched and returns EXEC_CANCELLED.
- * Either way, when exec_run() returns, every fd it opened is closed and no
- * process of the task's group is left running.
+ * Either way, and also after a normal exit (a daemonised grandchild must
+ * not outlive its task), the group is sent SIGKILL before exec_run()
+ * returns: every fd it opened is closed and no process of the task's group
+ * is left running.
  */
 #ifndef TASKD_EXEC_H
 #define TASKD_EXEC_H
@@ -63,6 +65,11 @@ enum exec_wait {
  *   Blocking waiter: loop poll(2) with the time left until the deadline,
  *   retrying on EINTR; never answer CANCELLED unless the worker must stop.
  *
+ * watch_child(ctx, pid): called once, right after the spawn and before any
+ *   other callback: the child exists from now on.  The loop waiter arms its
+ *   ev_child watcher here (libev reaps every child as soon as the loop runs
+ *   and would otherwise lose the status).  May be NULL (blocking waiter).
+ *
  * wait_child(ctx, pid, deadline, &status): waits until pid has exited and
  *   stores its wait status (as waitpid(2) gives it) in *status; answers
  *   EXEC_WAIT_READY, or EXEC_WAIT_TIMEOUT / EXEC_WAIT_CANCELLED as above
@@ -83,6 +90,7 @@ struct exec_waiter {
 	void *ctx;
 	enum exec_wait (*poll)(void *ctx, struct pollfd *fds, nfds_t n,
 	    double deadline);
+	void (*watch_child)(void *ctx, pid_t pid);
 	enum exec_wait (*wait_child)(void *ctx, pid_t pid, double deadline,
 	    int *status);
 	void (*reap)(void *ctx, pid_t pid);

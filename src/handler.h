@@ -27,6 +27,8 @@
 #include "conf.h"
 #include "result.h"
 
+struct coro;
+
 enum handler_kind { HANDLER_IO, HANDLER_CPU };
 
 /*
@@ -80,6 +82,10 @@ struct handler_call {
 	void (*cancel)(struct handler_call *call);
 	/* The handler's own state (e.g. its timer); zero before start. */
 	ev_timer timer;
+	/* Set by the dispatcher: the handler being run. */
+	const struct handler *handler;
+	/* A coroutine handler's coroutine while it runs (handler_co.c). */
+	struct coro *coro;
 };
 
 struct handler {

@@ -4,10 +4,13 @@
 #include <time.h>
 #include <openssl/evp.h>
 
+#include "coro.h"
 #include "handler.h"
 
+/* echo and sleep run on coroutines (handler_co.c): straight-line code
+ * where sleep waits, instead of a timer callback. */
 static void
-echo_start(struct handler_call *call)
+echo_co(struct handler_call *call)
 {
 	if (buf_append(&call->out.body, call->in.payload, call->in.len) < 0) {
 		handler_fail(&call->out, RESULT_ERROR, "handler_failed", "out of memory");
@@ -15,50 +18,30 @@ echo_start(struct handler_call *call)
 		call->out.status = RESULT_OK;
 		call->out.content_type = NULL; /* the input's */
 	}
-	handler_call_done(call);
 }
 
-const struct handler handler_echo = { "echo", HANDLER_IO, NULL, echo_start, NULL };
+const struct handler handler_echo = { "echo", HANDLER_IO, NULL, handler_co_start, echo_co };
 
 static void
-sleep_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
-{
-	(void)loop;
-	(void)revents;
-	struct handler_call *call = (struct handler_call *)
-	    ((char *)w - offsetof(struct handler_call, timer));
-	handler_call_done(call);
-}
-
-static void
-sleep_cancel(struct handler_call *call)
-{
-	ev_timer_stop(call->loop, &call->timer);
-}
-
-static void
-sleep_start(struct handler_call *call)
+sleep_co(struct handler_call *call)
 {
 	long ms;
 	if (handler_parse_ms(call->in.payload, call->in.len, &ms) < 0) {
 		handler_fail(&call->out, RESULT_REJECTED, "bad_payload",
 		    "sleep wants a whole number of milliseconds (0..86400000)");
-		handler_call_done(call);
 		return;
 	}
+	if (coro_sleep((double)ms / 1000.0) == CORO_CANCELLED)
+		return;
 	if (buf_append(&call->out.body, call->in.payload, call->in.len) < 0) {
 		handler_fail(&call->out, RESULT_ERROR, "handler_failed", "out of memory");
-		handler_call_done(call);
 		return;
 	}
 	call->out.status = RESULT_OK;
 	call->out.content_type = "text/plain";
-	ev_timer_init(&call->timer, sleep_timer_cb, (double)ms / 1000.0, 0.0);
-	ev_timer_start(call->loop, &call->timer);
-	call->cancel = sleep_cancel;
 }
 
-const struct handler handler_sleep = { "sleep", HANDLER_IO, NULL, sleep_start, NULL };
+const struct handler handler_sleep = { "sleep", HANDLER_IO, NULL, handler_co_start, sleep_co };
 
 static void
 sha256_run(const struct handler_input *in, struct handler_output *out)

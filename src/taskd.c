@@ -15,6 +15,7 @@
 #include "config.h"
 #include "broker.h"
 #include "connector.h"
+#include "coro.h"
 #include "dispatch.h"
 #include "log.h"
 #include "notify.h"
@@ -336,6 +337,7 @@ taskd_reload_cb(struct ev_loop *loop, ev_signal *w, int revents)
 	}
 	taskd_conf_warnings(conf);
 	log_set_level((enum log_level)conf->log_level);
+	(void)coro_set_stack_size(conf->io_stack_size); /* conf checked the range */
 	dispatch_reconfigure(t->dispatch, conf, reg);
 	struct connector_params p;
 	taskd_params(&p, conf, t->worker);
@@ -370,6 +372,13 @@ taskd_run(struct conf *conf, struct registry *reg)
 	}
 	/* A peer that vanished must give EPIPE, not kill the daemon. */
 	signal(SIGPIPE, SIG_IGN);
+	/* I/O tasks run on coroutines of this loop (coro.h). */
+	if (coro_setup(t.loop, conf->io_stack_size) < 0) {
+		log_error("cannot set up coroutines: %s", strerror(errno));
+		conf_free(conf);
+		registry_free(reg);
+		return 1;
+	}
 
 	(void)gethostname(host, sizeof(host) - 1);
 	snprintf(worker, sizeof(worker), "%s:%ld", host, (long)getpid());
@@ -427,6 +436,7 @@ taskd_run(struct conf *conf, struct registry *reg)
 	broker_stop(t.broker);
 	dispatch_free(t.dispatch);
 	broker_free(t.broker);
+	coro_teardown();
 	ev_timer_stop(t.loop, &t.grace);
 	ev_timer_stop(t.loop, &t.finish);
 	ev_timer_stop(t.loop, &t.status);

@@ -1,0 +1,759 @@
+/* coro: stackful coroutines on libev; see coro.h for the concepts. */
+#ifdef HAVE_CONFIG_H
+#include "config.h"
+#endif
+#include "coro.h"
+
+#include <errno.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <time.h>
+#include <unistd.h>
+
+#if defined(__SANITIZE_ADDRESS__)
+#define CORO_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define CORO_ASAN 1
+#endif
+#endif
+#ifdef CORO_ASAN
+#include <sanitizer/common_interface_defs.h>
+#endif
+
+#ifdef HAVE_VALGRIND_VALGRIND_H
+#include <valgrind/valgrind.h>
+#define CORO_VALGRIND 1
+#endif
+
+/* The assembly switch where we have one; CORO_UCONTEXT forces the
+ * fallback (the switch benchmark builds both). */
+#if !defined(CORO_UCONTEXT) && !defined(__x86_64__) && !defined(__aarch64__)
+#define CORO_UCONTEXT 1
+#endif
+#ifdef CORO_UCONTEXT
+#include <ucontext.h>
+#endif
+
+/* How many finished stacks are kept for reuse.  Beyond this they are
+ * unmapped: a burst of ten thousand tasks should not pin ten thousand
+ * stacks' worth of touched pages for the rest of the daemon's life. */
+#define CORO_FREE_MAX 256
+
+struct coro_ctx {
+#ifdef CORO_UCONTEXT
+	ucontext_t uc;
+#else
+	void *sp;              /* saved stack pointer while switched out */
+#endif
+#ifdef CORO_ASAN
+	void *asan_fake;       /* ASan's fake stack while switched out */
+	const void *stack_lo;  /* this context's stack, as ASan wants it */
+	size_t stack_len;
+#endif
+};
+
+enum coro_state {
+	CORO_S_NEW,      /* made, fn not entered yet */
+	CORO_S_RUNNING,  /* the current coroutine */
+	CORO_S_WAITING,  /* switched out inside a wait, watchers armed */
+	CORO_S_DONE,     /* fn returned; to be recycled by the main context */
+};
+
+/* Lives at the top of its own stack mapping: one mmap per coroutine. */
+struct coro {
+	struct coro_ctx ctx;
+	enum coro_state state;
+	bool cancelled;
+	bool woken;                    /* coro_wake() pending */
+	bool in_wait;                  /* inside coro_wait() */
+	struct coro *rprev, *rnext;    /* the ready list (coro_wake) */
+	bool queued;
+	struct coro *next_free;
+	void (*fn)(void *);
+	void (*done)(void *);
+	void *arg;
+	char *map;                     /* guard page + stack + this struct */
+	size_t map_len;
+	size_t stack_size;             /* the io.stack_size it was made with */
+#ifdef CORO_VALGRIND
+	unsigned vg_id;
+#endif
+};
+
+static struct {
+	struct ev_loop *loop;
+	size_t stack_size;
+	size_t page;
+	struct coro_ctx main;
+	struct coro *current;
+	struct coro *free;
+	struct coro *ready_head, *ready_tail;
+	ev_prepare prepare;
+	struct coro_stats st;
+} S;
+
+static double
+coro_clock(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* ---- the switch ----------------------------------------------------- */
+
+#ifndef CORO_UCONTEXT
+/* coro_switch_asm(&from->sp, to->sp): pushes the callee-saved registers on
+ * the current stack, saves the stack pointer, loads the other one, pops
+ * its registers and returns into it.  Everything else is caller-saved by
+ * the ABI, so the compiler already spilled it around this call. */
+void coro_switch_asm(void **from_sp, void *to_sp);
+
+#if defined(__x86_64__)
+/* MXCSR and the x87 control word are callee-saved too (SysV ABI 3.2.1). */
+__asm__(
+	".text\n"
+	".globl coro_switch_asm\n"
+	".hidden coro_switch_asm\n"
+	".type coro_switch_asm,@function\n"
+	".p2align 4\n"
+	"coro_switch_asm:\n"
+	"	pushq %rbp\n"
+	"	pushq %rbx\n"
+	"	pushq %r12\n"
+	"	pushq %r13\n"
+	"	pushq %r14\n"
+	"	pushq %r15\n"
+	"	subq $8, %rsp\n"
+	"	stmxcsr (%rsp)\n"
+	"	fnstcw 4(%rsp)\n"
+	"	movq %rsp, (%rdi)\n"
+	"	movq %rsi, %rsp\n"
+	"	ldmxcsr (%rsp)\n"
+	"	fldcw 4(%rsp)\n"
+	"	addq $8, %rsp\n"
+	"	popq %r15\n"
+	"	popq %r14\n"
+	"	popq %r13\n"
+	"	popq %r12\n"
+	"	popq %rbx\n"
+	"	popq %rbp\n"
+	"	ret\n"
+	".size coro_switch_asm,.-coro_switch_asm\n");
+#define CORO_FRAME_WORDS 9 /* mxcsr/fpucw, 6 registers, entry, fake return */
+#elif defined(__aarch64__)
+/* x19-x28, fp, lr and the low halves of v8-v15 (AAPCS64 6.1.1). */
+__asm__(
+	".text\n"
+	".globl coro_switch_asm\n"
+	".hidden coro_switch_asm\n"
+	".type coro_switch_asm,%function\n"
+	".p2align 4\n"
+	"coro_switch_asm:\n"
+	"	sub sp, sp, #160\n"
+	"	stp x19, x20, [sp, #0]\n"
+	"	stp x21, x22, [sp, #16]\n"
+	"	stp x23, x24, [sp, #32]\n"
+	"	stp x25, x26, [sp, #48]\n"
+	"	stp x27, x28, [sp, #64]\n"
+	"	stp x29, x30, [sp, #80]\n"
+	"	stp d8, d9, [sp, #96]\n"
+	"	stp d10, d11, [sp, #112]\n"
+	"	stp d12, d13, [sp, #128]\n"
+	"	stp d14, d15, [sp, #144]\n"
+	"	mov x9, sp\n"
+	"	str x9, [x0]\n"
+	"	mov sp, x1\n"
+	"	ldp x19, x20, [sp, #0]\n"
+	"	ldp x21, x22, [sp, #16]\n"
+	"	ldp x23, x24, [sp, #32]\n"
+	"	ldp x25, x26, [sp, #48]\n"
+	"	ldp x27, x28, [sp, #64]\n"
+	"	ldp x29, x30, [sp, #80]\n"
+	"	ldp d8, d9, [sp, #96]\n"
+	"	ldp d10, d11, [sp, #112]\n"
+	"	ldp d12, d13, [sp, #128]\n"
+	"	ldp d14, d15, [sp, #144]\n"
+	"	add sp, sp, #160\n"
+	"	ret\n"
+	".size coro_switch_asm,.-coro_switch_asm\n");
+#endif
+#endif /* !CORO_UCONTEXT */
+
+static void
+ctx_switch(struct coro_ctx *from, struct coro_ctx *to, bool from_exits)
+{
+#ifdef CORO_ASAN
+	/* A context that never comes back passes NULL so ASan frees its
+	 * fake stack now. */
+	__sanitizer_start_switch_fiber(from_exits ? NULL : &from->asan_fake,
+	    to->stack_lo, to->stack_len);
+#else
+	(void)from_exits;
+#endif
+	S.st.switches++;
+#ifdef CORO_UCONTEXT
+	swapcontext(&from->uc, &to->uc);
+#else
+	coro_switch_asm(&from->sp, to->sp);
+#endif
+#ifdef CORO_ASAN
+	__sanitizer_finish_switch_fiber(from->asan_fake, NULL, NULL);
+#endif
+}
+
+/* Where every coroutine starts, on its own stack.  It never returns: the
+ * last switch hands the stack back to the main context for recycling. */
+static void
+coro_entry(void)
+{
+	struct coro *c = S.current;
+
+#ifdef CORO_ASAN
+	/* The first arrival: ASan tells us the main stack we came from. */
+	__sanitizer_finish_switch_fiber(NULL, &S.main.stack_lo, &S.main.stack_len);
+#endif
+	c->fn(c->arg);
+	c->state = CORO_S_DONE;
+	S.current = NULL;
+	ctx_switch(&c->ctx, &S.main, true);
+	abort(); /* a finished coroutine is never resumed */
+}
+
+/* Sets c up to enter coro_entry() on its next resume. */
+static void
+ctx_init(struct coro *c)
+{
+	uintptr_t top = (uintptr_t)c & ~(uintptr_t)15;
+#if defined(CORO_ASAN) || defined(CORO_UCONTEXT)
+	char *lo = c->map + S.page;
+#endif
+
+#ifdef CORO_ASAN
+	c->ctx.stack_lo = lo;
+	c->ctx.stack_len = (size_t)((char *)top - lo);
+	c->ctx.asan_fake = NULL;
+#endif
+#ifdef CORO_UCONTEXT
+	/* getcontext() captures the signal mask now (the loop's, with the
+	 * signalfd signals blocked); swapcontext() restores it each time. */
+	getcontext(&c->ctx.uc);
+	c->ctx.uc.uc_stack.ss_sp = lo;
+	c->ctx.uc.uc_stack.ss_size = (size_t)((char *)top - lo);
+	c->ctx.uc.uc_link = NULL;
+	makecontext(&c->ctx.uc, coro_entry, 0);
+#else
+	void **sp = (void **)top;
+#if defined(__x86_64__)
+	/* Returning into coro_entry leaves rsp = top - 8, the alignment a
+	 * call would give it. */
+	*--sp = NULL;                          /* coro_entry's return address */
+	*--sp = (void *)(uintptr_t)coro_entry; /* where ret goes */
+	for (int i = 0; i < 6; i++)
+		*--sp = NULL;                  /* rbp rbx r12-r15 */
+	--sp;
+	uint32_t ctl[2] = { 0x1F80, 0x037F }; /* default MXCSR, x87 CW */
+	memcpy(sp, ctl, sizeof(ctl));
+#elif defined(__aarch64__)
+	sp -= 20;                              /* the 160-byte frame */
+	memset(sp, 0, 160);
+	sp[11] = (void *)(uintptr_t)coro_entry; /* x30: where ret goes */
+#endif
+	c->ctx.sp = sp;
+#endif
+}
+
+/* ---- stacks --------------------------------------------------------- */
+
+static size_t
+round_page(size_t n)
+{
+	return (n + S.page - 1) & ~(S.page - 1);
+}
+
+static void
+stack_unmap(struct coro *c)
+{
+#ifdef CORO_VALGRIND
+	VALGRIND_STACK_DEREGISTER(c->vg_id);
+#endif
+	munmap(c->map, c->map_len);
+}
+
+static struct coro *
+stack_get(void)
+{
+	struct coro *c;
+
+	while ((c = S.free) != NULL) {
+		S.free = c->next_free;
+		S.st.stacks_free--;
+		if (c->stack_size == S.stack_size)
+			return c;
+		stack_unmap(c); /* made before a reload changed the size */
+	}
+
+	/* Guard page, stack, and the struct on top (its own page(s)). */
+	size_t head = round_page(sizeof(struct coro));
+	size_t len = S.page + S.stack_size + head;
+	char *map = mmap(NULL, len, PROT_READ | PROT_WRITE,
+	    MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_STACK, -1, 0);
+	if (map == MAP_FAILED)
+		return NULL;
+	if (mprotect(map, S.page, PROT_NONE) < 0) {
+		int e = errno;
+		munmap(map, len);
+		errno = e;
+		return NULL;
+	}
+	c = (struct coro *)(map + len - head);
+	memset(c, 0, sizeof(*c));
+	c->map = map;
+	c->map_len = len;
+	c->stack_size = S.stack_size;
+#ifdef CORO_VALGRIND
+	c->vg_id = VALGRIND_STACK_REGISTER(map + S.page, (char *)c);
+#endif
+	S.st.stacks_made++;
+	return c;
+}
+
+static void
+stack_put(struct coro *c)
+{
+	if (S.st.stacks_free >= CORO_FREE_MAX || c->stack_size != S.stack_size) {
+		stack_unmap(c);
+		return;
+	}
+	c->next_free = S.free;
+	S.free = c;
+	S.st.stacks_free++;
+}
+
+/* ---- the ready list (coro_wake) ------------------------------------- */
+
+static void
+ready_remove(struct coro *c)
+{
+	if (!c->queued)
+		return;
+	if (c->rprev)
+		c->rprev->rnext = c->rnext;
+	else
+		S.ready_head = c->rnext;
+	if (c->rnext)
+		c->rnext->rprev = c->rprev;
+	else
+		S.ready_tail = c->rprev;
+	c->rprev = c->rnext = NULL;
+	c->queued = false;
+}
+
+static void
+ready_push(struct coro *c)
+{
+	if (c->queued)
+		return;
+	c->rnext = NULL;
+	c->rprev = S.ready_tail;
+	if (S.ready_tail)
+		S.ready_tail->rnext = c;
+	else
+		S.ready_head = c;
+	S.ready_tail = c;
+	c->queued = true;
+}
+
+/* ---- life cycle ----------------------------------------------------- */
+
+static void coro_prepare_cb(struct ev_loop *loop, ev_prepare *w, int revents);
+
+int
+coro_setup(struct ev_loop *loop, size_t stack_size)
+{
+	long page = sysconf(_SC_PAGESIZE);
+
+	if (stack_size < CORO_STACK_MIN || stack_size > CORO_STACK_MAX) {
+		errno = EINVAL;
+		return -1;
+	}
+	memset(&S, 0, sizeof(S));
+	S.loop = loop;
+	S.page = page > 0 ? (size_t)page : 4096;
+	S.stack_size = round_page(stack_size);
+	ev_prepare_init(&S.prepare, coro_prepare_cb);
+	ev_prepare_start(loop, &S.prepare);
+	/* Waiting coroutines keep the loop alive through their own watchers,
+	 * not through this one. */
+	ev_unref(loop);
+	return 0;
+}
+
+int
+coro_set_stack_size(size_t stack_size)
+{
+	if (stack_size < CORO_STACK_MIN || stack_size > CORO_STACK_MAX) {
+		errno = EINVAL;
+		return -1;
+	}
+	S.stack_size = round_page(stack_size);
+	return 0;
+}
+
+void
+coro_teardown(void)
+{
+	struct coro *c;
+
+	if (S.loop == NULL)
+		return;
+	while ((c = S.free) != NULL) {
+		S.free = c->next_free;
+		stack_unmap(c);
+	}
+	ev_ref(S.loop);
+	ev_prepare_stop(S.loop, &S.prepare);
+	S.loop = NULL;
+	S.st.stacks_free = 0;
+}
+
+struct coro *
+coro_new(void (*fn)(void *arg), void (*done)(void *arg), void *arg)
+{
+	struct coro *c = stack_get();
+
+	if (c == NULL) {
+		errno = ENOMEM;
+		return NULL;
+	}
+	c->state = CORO_S_NEW;
+	c->cancelled = false;
+	c->woken = false;
+	c->in_wait = false;
+	c->queued = false;
+	c->rprev = c->rnext = NULL;
+	c->fn = fn;
+	c->done = done;
+	c->arg = arg;
+	ctx_init(c);
+	S.st.alive++;
+	return c;
+}
+
+/* Back on the main context after c's last switch. */
+static void
+coro_recycle(struct coro *c, bool call_done)
+{
+	void (*done)(void *) = c->done;
+	void *arg = c->arg;
+
+	ready_remove(c);
+	S.st.alive--;
+	stack_put(c);
+	if (call_done && done != NULL)
+		done(arg);
+}
+
+void
+coro_resume(struct coro *c)
+{
+	if (S.current != NULL || c->state == CORO_S_RUNNING || c->state == CORO_S_DONE)
+		abort(); /* only the main context resumes a live coroutine */
+	c->state = CORO_S_RUNNING;
+	S.current = c;
+	ctx_switch(&S.main, &c->ctx, false);
+	if (c->state == CORO_S_DONE)
+		coro_recycle(c, !c->cancelled);
+}
+
+void
+coro_cancel(struct coro *c)
+{
+	c->cancelled = true;
+	ready_remove(c);
+	coro_resume(c);
+	/* The body must return once cancelled: every wait refuses at once. */
+	if (c->state != CORO_S_DONE && c->state != CORO_S_NEW)
+		abort();
+}
+
+struct coro *
+coro_self(void)
+{
+	return S.current;
+}
+
+void
+coro_stats(struct coro_stats *st)
+{
+	*st = S.st;
+}
+
+/* ---- waiting -------------------------------------------------------- */
+
+/* Switches to the main context until a watcher callback resumes us. */
+static void
+coro_yield(void)
+{
+	struct coro *c = S.current;
+
+	if (c == NULL)
+		abort(); /* a wait on the main context would deadlock */
+	c->state = CORO_S_WAITING;
+	S.current = NULL;
+	ctx_switch(&c->ctx, &S.main, false);
+}
+
+/* The one thing every watcher callback does. */
+static void
+coro_wake_now(struct coro *c)
+{
+	if (c->state == CORO_S_WAITING)
+		coro_resume(c);
+}
+
+struct poll_wait {
+	struct coro *c;
+	ev_io io[CORO_POLL_MAX];
+	struct pollfd *fds;
+	ev_timer timer;
+	bool timed_out;
+};
+
+static void
+poll_io_cb(struct ev_loop *loop, ev_io *w, int revents)
+{
+	(void)loop;
+	struct poll_wait *pw = w->data;
+	struct pollfd *p = &pw->fds[w - pw->io];
+
+	if (revents & EV_READ)
+		p->revents |= POLLIN;
+	if (revents & EV_WRITE)
+		p->revents |= POLLOUT;
+	if (revents & EV_ERROR)
+		p->revents |= POLLERR;
+	coro_wake_now(pw->c);
+}
+
+static void
+poll_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+	(void)loop;
+	(void)revents;
+	struct poll_wait *pw = w->data;
+	pw->timed_out = true;
+	coro_wake_now(pw->c);
+}
+
+/* Seconds until deadline, or -1 for none; 0 when it has passed. */
+static double
+time_left(double deadline)
+{
+	if (deadline <= 0)
+		return -1;
+	double left = deadline - coro_clock();
+	return left > 0 ? left : 0;
+}
+
+enum coro_status
+coro_poll(struct pollfd *fds, nfds_t n, double deadline)
+{
+	struct coro *c = S.current;
+	struct poll_wait pw;
+	double left = time_left(deadline);
+
+	if (c == NULL || n > CORO_POLL_MAX)
+		abort();
+	if (c->cancelled)
+		return CORO_CANCELLED;
+	if (left == 0)
+		return CORO_TIMEOUT;
+	pw.c = c;
+	pw.fds = fds;
+	pw.timed_out = false;
+	for (nfds_t i = 0; i < n; i++) {
+		int ev = (fds[i].events & POLLIN ? EV_READ : 0) |
+		    (fds[i].events & POLLOUT ? EV_WRITE : 0);
+		fds[i].revents = 0;
+		ev_io_init(&pw.io[i], poll_io_cb, fds[i].fd < 0 ? 0 : fds[i].fd, ev);
+		pw.io[i].data = &pw;
+		if (fds[i].fd >= 0 && ev != 0)
+			ev_io_start(S.loop, &pw.io[i]);
+	}
+	if (left > 0) {
+		ev_timer_init(&pw.timer, poll_timer_cb, left, 0.0);
+		pw.timer.data = &pw;
+		ev_timer_start(S.loop, &pw.timer);
+	}
+	coro_yield();
+	for (nfds_t i = 0; i < n; i++)
+		ev_io_stop(S.loop, &pw.io[i]);
+	if (left > 0)
+		ev_timer_stop(S.loop, &pw.timer);
+	if (c->cancelled)
+		return CORO_CANCELLED;
+	return pw.timed_out ? CORO_TIMEOUT : CORO_READY;
+}
+
+enum coro_status
+coro_wait_fd(int fd, short events, double deadline)
+{
+	struct pollfd p = { .fd = fd, .events = events, .revents = 0 };
+	return coro_poll(&p, 1, deadline);
+}
+
+enum coro_status
+coro_sleep(double seconds)
+{
+	struct coro *c = S.current;
+	struct poll_wait pw;
+
+	if (c == NULL)
+		abort();
+	if (c->cancelled)
+		return CORO_CANCELLED;
+	pw.c = c;
+	pw.timed_out = false;
+	ev_timer_init(&pw.timer, poll_timer_cb, seconds > 0 ? seconds : 0, 0.0);
+	pw.timer.data = &pw;
+	ev_timer_start(S.loop, &pw.timer);
+	coro_yield();
+	ev_timer_stop(S.loop, &pw.timer);
+	return c->cancelled ? CORO_CANCELLED : CORO_READY;
+}
+
+/* ---- children ------------------------------------------------------- */
+
+static void
+child_cb(struct ev_loop *loop, ev_child *w, int revents)
+{
+	(void)revents;
+	struct coro_child *cw = w->data;
+
+	ev_child_stop(loop, w);
+	cw->exited = true;
+	cw->status = w->rstatus;
+	if (cw->waiter != NULL)
+		coro_wake_now(cw->waiter);
+}
+
+void
+coro_child_watch(struct coro_child *w, pid_t pid)
+{
+	w->waiter = NULL;
+	w->exited = false;
+	w->status = 0;
+	ev_child_init(&w->w, child_cb, pid, 0);
+	w->w.data = w;
+	ev_child_start(S.loop, &w->w);
+}
+
+enum coro_status
+coro_wait_child(struct coro_child *w, double deadline, int *status)
+{
+	struct coro *c = S.current;
+	struct poll_wait pw;
+	double left = time_left(deadline);
+
+	if (c == NULL)
+		abort();
+	if (!w->exited) {
+		if (c->cancelled)
+			return CORO_CANCELLED;
+		if (left == 0)
+			return CORO_TIMEOUT;
+		pw.c = c;
+		pw.timed_out = false;
+		if (left > 0) {
+			ev_timer_init(&pw.timer, poll_timer_cb, left, 0.0);
+			pw.timer.data = &pw;
+			ev_timer_start(S.loop, &pw.timer);
+		}
+		w->waiter = c;
+		coro_yield();
+		w->waiter = NULL;
+		if (left > 0)
+			ev_timer_stop(S.loop, &pw.timer);
+		if (!w->exited)
+			return c->cancelled ? CORO_CANCELLED : CORO_TIMEOUT;
+	}
+	*status = w->status;
+	return CORO_READY;
+}
+
+void
+coro_child_stop(struct coro_child *w)
+{
+	ev_child_stop(S.loop, &w->w);
+	w->waiter = NULL;
+}
+
+/* ---- wake-ups from the main context --------------------------------- */
+
+static void
+coro_prepare_cb(struct ev_loop *loop, ev_prepare *w, int revents)
+{
+	(void)loop;
+	(void)w;
+	(void)revents;
+	struct coro *c;
+
+	/* A resumed coroutine may wake others; they are appended and run in
+	 * this same pass, before the loop polls. */
+	while ((c = S.ready_head) != NULL) {
+		ready_remove(c);
+		if (c->in_wait)
+			coro_wake_now(c);
+	}
+}
+
+enum coro_status
+coro_wait(double deadline)
+{
+	struct coro *c = S.current;
+	struct poll_wait pw;
+	double left = time_left(deadline);
+
+	if (c == NULL)
+		abort();
+	if (c->cancelled)
+		return CORO_CANCELLED;
+	if (c->woken) {
+		c->woken = false;
+		return CORO_READY;
+	}
+	if (left == 0)
+		return CORO_TIMEOUT;
+	pw.c = c;
+	pw.timed_out = false;
+	if (left > 0) {
+		ev_timer_init(&pw.timer, poll_timer_cb, left, 0.0);
+		pw.timer.data = &pw;
+		ev_timer_start(S.loop, &pw.timer);
+	}
+	c->in_wait = true;
+	coro_yield();
+	c->in_wait = false;
+	ready_remove(c);
+	if (left > 0)
+		ev_timer_stop(S.loop, &pw.timer);
+	if (c->cancelled)
+		return CORO_CANCELLED;
+	if (c->woken) {
+		c->woken = false;
+		return CORO_READY;
+	}
+	return CORO_TIMEOUT;
+}
+
+void
+coro_wake(struct coro *c)
+{
+	c->woken = true;
+	if (c->in_wait)
+		ready_push(c);
+}
