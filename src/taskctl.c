@@ -1080,8 +1080,14 @@ bench_progress(const struct bench *b, bool final)
 		fputs("\r\033[K", stderr);
 		return;
 	}
-	fprintf(stderr, "\r\033[Ksent %" PRIu64 "  received %" PRIu64
-	    "  errors %" PRIu64, b->sent, b->received, b->errors);
+	/* The live rate is over the whole run so far: steadier to read than
+	 * the last interval's. */
+	uint64_t now = now_ns();
+	double secs = now > b->start ? (double)(now - b->start) / 1e9 : 0.0;
+	fprintf(stderr, "\r\033[K%.1f s  sent %" PRIu64 "/%" PRIu64
+	    "  received %" PRIu64 " (%.0f/s)  errors %" PRIu64, secs, b->sent,
+	    b->n, b->received, secs > 0 ? (double)b->received / secs : 0.0,
+	    b->errors);
 }
 
 /*
