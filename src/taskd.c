@@ -16,6 +16,7 @@
 #include "broker.h"
 #include "connector.h"
 #include "coro.h"
+#include "fetch.h"
 #include "dispatch.h"
 #include "log.h"
 #include "notify.h"
@@ -437,6 +438,7 @@ taskd_run(struct conf *conf, struct registry *reg)
 	dispatch_free(t.dispatch);
 	broker_free(t.broker);
 	coro_teardown();
+	fetch_teardown();
 	ev_timer_stop(t.loop, &t.grace);
 	ev_timer_stop(t.loop, &t.finish);
 	ev_timer_stop(t.loop, &t.status);
