@@ -59,6 +59,7 @@ enum coro_state {
 	CORO_S_NEW,      /* made, fn not entered yet */
 	CORO_S_RUNNING,  /* the current coroutine */
 	CORO_S_WAITING,  /* switched out inside a wait, watchers armed */
+	CORO_S_CALLING,  /* switched out for coro_call_main(): not resumable */
 	CORO_S_DONE,     /* fn returned; to be recycled by the main context */
 };
 
@@ -75,6 +76,8 @@ struct coro {
 	void (*fn)(void *);
 	void (*done)(void *);
 	void *arg;
+	void (*main_fn)(void *);       /* coro_call_main() request */
+	void *main_arg;
 	char *map;                     /* guard page + stack + this struct */
 	size_t map_len;
 	size_t stack_size;             /* the io.stack_size it was made with */
@@ -435,6 +438,7 @@ coro_new(void (*fn)(void *arg), void (*done)(void *arg), void *arg)
 	c->in_wait = false;
 	c->queued = false;
 	c->rprev = c->rnext = NULL;
+	c->main_fn = NULL;
 	c->fn = fn;
 	c->done = done;
 	c->arg = arg;
@@ -460,11 +464,21 @@ coro_recycle(struct coro *c, bool call_done)
 void
 coro_resume(struct coro *c)
 {
-	if (S.current != NULL || c->state == CORO_S_RUNNING || c->state == CORO_S_DONE)
+	if (S.current != NULL || c->state == CORO_S_RUNNING ||
+	    c->state == CORO_S_DONE || c->state == CORO_S_CALLING)
 		abort(); /* only the main context resumes a live coroutine */
 	c->state = CORO_S_RUNNING;
 	S.current = c;
 	ctx_switch(&S.main, &c->ctx, false);
+	/* A coroutine asking for a call on our stack comes back at once. */
+	while (c->main_fn != NULL) {
+		void (*fn)(void *) = c->main_fn;
+		c->main_fn = NULL;
+		fn(c->main_arg);
+		c->state = CORO_S_RUNNING;
+		S.current = c;
+		ctx_switch(&S.main, &c->ctx, false);
+	}
 	if (c->state == CORO_S_DONE)
 		coro_recycle(c, !c->cancelled);
 }
@@ -484,6 +498,12 @@ struct coro *
 coro_self(void)
 {
 	return S.current;
+}
+
+struct ev_loop *
+coro_loop(void)
+{
+	return S.loop;
 }
 
 void
@@ -690,6 +710,22 @@ coro_child_stop(struct coro_child *w)
 {
 	ev_child_stop(S.loop, &w->w);
 	w->waiter = NULL;
+}
+
+void
+coro_call_main(void (*fn)(void *arg), void *arg)
+{
+	struct coro *c = S.current;
+
+	if (c == NULL) {
+		fn(arg);
+		return;
+	}
+	c->main_fn = fn;
+	c->main_arg = arg;
+	c->state = CORO_S_CALLING;
+	S.current = NULL;
+	ctx_switch(&c->ctx, &S.main, false);
 }
 
 /* ---- wake-ups from the main context --------------------------------- */

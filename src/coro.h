@@ -88,6 +88,8 @@ void coro_cancel(struct coro *c);
 
 /* The coroutine running now, or NULL on the main context. */
 struct coro *coro_self(void);
+/* The loop given to coro_setup(). */
+struct ev_loop *coro_loop(void);
 
 /* --- waiting: only on a coroutine ------------------------------------- */
 
@@ -131,6 +133,14 @@ void coro_child_stop(struct coro_child *w);
  */
 enum coro_status coro_wait(double deadline);
 void coro_wake(struct coro *c);
+
+/*
+ * Runs fn(arg) on the main context's stack and returns when it has: for
+ * library calls that may call back or go deep (curl_multi_add_handle,
+ * curl_multi_remove_handle...), which must not run on a small coroutine
+ * stack.  Not a wait: it works after a cancel too.  Costs two switches.
+ */
+void coro_call_main(void (*fn)(void *arg), void *arg);
 
 /* --- statistics ---------------------------------------------------------- */
 struct coro_stats {

@@ -6,10 +6,11 @@
 #include <time.h>
 
 extern const struct handler handler_echo, handler_sleep, handler_sha256,
-    handler_burn;
+    handler_burn, handler_http;
 
 static const struct handler *const handler_table[] = {
 	&handler_echo, &handler_sleep, &handler_sha256, &handler_burn,
+	&handler_http,
 };
 
 double

@@ -17,6 +17,7 @@
 #include "connector.h"
 #include "coro.h"
 #include "fetch.h"
+#include "fetch.h"
 #include "dispatch.h"
 #include "log.h"
 #include "notify.h"
@@ -438,6 +439,7 @@ taskd_run(struct conf *conf, struct registry *reg)
 	dispatch_free(t.dispatch);
 	broker_free(t.broker);
 	coro_teardown();
+	fetch_teardown();
 	fetch_teardown();
 	ev_timer_stop(t.loop, &t.grace);
 	ev_timer_stop(t.loop, &t.finish);

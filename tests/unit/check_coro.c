@@ -336,6 +336,38 @@ START_TEST(test_wait_child)
 }
 END_TEST
 
+static void *main_stack_var;
+
+static void
+on_main(void *arg)
+{
+	volatile char here;
+	ck_assert_ptr_null(coro_self());
+	main_stack_var = (void *)&here;
+	(*(int *)arg)++;
+}
+
+static void
+call_main_body(void *arg)
+{
+	volatile char mine;
+	coro_call_main(on_main, arg);
+	/* It ran on another stack: far from this frame. */
+	long d = (char *)main_stack_var - (char *)&mine;
+	ck_assert(d > 1024 * 1024 || d < -1024 * 1024);
+	coro_call_main(on_main, arg);
+}
+
+START_TEST(test_call_main)
+{
+	int calls = 0;
+	finished = 0;
+	coro_resume(coro_new(call_main_body, count_done, &calls));
+	ck_assert_int_eq(calls, 2);
+	ck_assert_int_eq(finished, 1);
+}
+END_TEST
+
 /* ---- cancellation at each wait point --------------------------------- */
 
 enum wait_point { AT_SLEEP, AT_FD, AT_CHILD, AT_WAIT, AT_POLL };
@@ -441,6 +473,7 @@ coro_suite(void)
 	tcase_add_test(tc, test_wake);
 	tcase_add_test(tc, test_wait_child);
 	tcase_add_test(tc, test_cancel_each_wait);
+	tcase_add_test(tc, test_call_main);
 	suite_add_tcase(s, tc);
 	return s;
 }

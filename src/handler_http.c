@@ -1,0 +1,392 @@
+/*
+ * handler_http: the built-in "http" handler (design §4), on a coroutine.
+ *
+ * Payload: a JSON object
+ *   {"method": "GET", "url": "https://...", "headers": {"Name": "value"},
+ *    "body": "text"}
+ * (method defaults to GET, headers and body are optional).  Result: a JSON
+ * object {"status": 200, "headers": {"name": "value"}, "body": "text"} with
+ * header names in lower case (repeated ones joined with ", ") and the body
+ * as a JSON string (bytes that are not UTF-8 become U+FFFD).  Any HTTP
+ * status is an "ok" result: what a 404 means is the client's business.
+ *
+ * Policy, checked before any connection is made:
+ *  - the URL, once curl has normalised it (dot segments resolved), must
+ *    start with one of the task's `allow` prefixes; a prefix that ends at
+ *    the host name must be followed by the end, '/', '?' or '#' (so
+ *    "http://a.example" does not allow "http://a.example.evil.org");
+ *  - only http and https;
+ *  - redirects are returned as they are unless the task sets
+ *    follow_redirects; then each target passes the same check (we follow
+ *    them ourselves, at most HTTP_MAX_REDIRECTS);
+ *  - the response body is capped at the task's max_response;
+ *  - proxies from the environment are ignored.
+ */
+#include "config.h"
+
+#include <ctype.h>
+#include <stdlib.h>
+#include <string.h>
+#include <jansson.h>
+
+#include "coro.h"
+#include "fetch.h"
+#include "handler.h"
+
+#define HTTP_MAX_REDIRECTS 10
+#define HTTP_METHOD_MAX 16
+
+struct http_xfer {
+	struct buf body;
+	size_t max;
+	bool too_big;
+	json_t *headers;        /* of the last response only */
+	bool oom;
+};
+
+static size_t
+http_write_cb(char *p, size_t size, size_t n, void *ud)
+{
+	struct http_xfer *x = ud;
+	size_t len = size * n;
+
+	if (x->body.len + len > x->max) {
+		x->too_big = true;
+		return 0; /* curl aborts the transfer: CURLE_WRITE_ERROR */
+	}
+	if (buf_append(&x->body, p, len) < 0) {
+		x->oom = true;
+		return 0;
+	}
+	return len;
+}
+
+/* One header line at a time, the status line of each response included:
+ * a new status line starts a new set (a 100 Continue, a redirect). */
+static size_t
+http_header_cb(char *p, size_t size, size_t n, void *ud)
+{
+	struct http_xfer *x = ud;
+	size_t len = size * n;
+
+	if (len >= 5 && memcmp(p, "HTTP/", 5) == 0) {
+		json_object_clear(x->headers);
+		return len;
+	}
+	char *colon = memchr(p, ':', len);
+	if (colon == NULL || colon == p)
+		return len; /* the blank line, or junk */
+	size_t nlen = (size_t)(colon - p);
+	char *name = malloc(nlen + 1);
+	if (name == NULL) {
+		x->oom = true;
+		return 0;
+	}
+	for (size_t i = 0; i < nlen; i++)
+		name[i] = (char)tolower((unsigned char)p[i]);
+	name[nlen] = '\0';
+	const char *v = colon + 1, *end = p + len;
+	while (v < end && (*v == ' ' || *v == '\t'))
+		v++;
+	while (end > v && (end[-1] == '\r' || end[-1] == '\n' || end[-1] == ' ' || end[-1] == '\t'))
+		end--;
+
+	/* Values are kept as bytes (nocheck): the output escapes them. */
+	json_t *old = json_object_get(x->headers, name);
+	json_t *val;
+	if (old != NULL) {
+		struct buf j = { 0 };
+		if (buf_append(&j, json_string_value(old), json_string_length(old)) < 0 ||
+		    buf_puts(&j, ", ") < 0 || buf_append(&j, v, (size_t)(end - v)) < 0) {
+			buf_free(&j);
+			free(name);
+			x->oom = true;
+			return 0;
+		}
+		val = json_stringn_nocheck(j.data, j.len);
+		buf_free(&j);
+	} else {
+		val = json_stringn_nocheck(v, (size_t)(end - v));
+	}
+	if (val == NULL || json_object_set_new_nocheck(x->headers, name, val) < 0)
+		x->oom = true;
+	free(name);
+	return x->oom ? 0 : len;
+}
+
+/* Normalises url through curl's parser; returns a curl-allocated string
+ * (curl_free) or NULL when it is not an absolute http(s) URL. */
+static char *
+http_normalise(const char *url)
+{
+	CURLU *u = curl_url();
+	char *out = NULL, *scheme = NULL;
+
+	if (u == NULL)
+		return NULL;
+	if (curl_url_set(u, CURLUPART_URL, url, 0) == CURLUE_OK &&
+	    curl_url_get(u, CURLUPART_SCHEME, &scheme, 0) == CURLUE_OK &&
+	    (strcmp(scheme, "http") == 0 || strcmp(scheme, "https") == 0))
+		(void)curl_url_get(u, CURLUPART_URL, &out, 0);
+	curl_free(scheme);
+	curl_url_cleanup(u);
+	return out;
+}
+
+static bool
+http_allowed(const struct handler_args *a, const char *url)
+{
+	if (a == NULL || a->allow == NULL)
+		return false;
+	for (char **p = a->allow; *p != NULL; p++) {
+		size_t n = strlen(*p);
+		if (strncmp(url, *p, n) != 0)
+			continue;
+		const char *rest = strstr(*p, "://");
+		bool has_path = rest != NULL && strchr(rest + 3, '/') != NULL;
+		char next = url[n];
+		if (has_path || next == '\0' || next == '/' || next == '?' || next == '#')
+			return true;
+	}
+	return false;
+}
+
+static bool
+http_token_ok(const char *s, size_t max)
+{
+	size_t n = strlen(s);
+	if (n == 0 || n > max)
+		return false;
+	for (size_t i = 0; i < n; i++)
+		if (!isalnum((unsigned char)s[i]) && s[i] != '-' && s[i] != '_')
+			return false;
+	return true;
+}
+
+/* Builds the request's header list; NULL with *bad set on a bad header. */
+static struct curl_slist *
+http_headers(json_t *h, const char **bad)
+{
+	struct curl_slist *list = NULL;
+	const char *name;
+	json_t *v;
+
+	*bad = NULL;
+	json_object_foreach(h, name, v) {
+		if (!json_is_string(v) || !http_token_ok(name, 256) ||
+		    strpbrk(json_string_value(v), "\r\n") != NULL ||
+		    strlen(json_string_value(v)) != json_string_length(v)) {
+			*bad = name;
+			curl_slist_free_all(list);
+			return NULL;
+		}
+		struct buf line = { 0 };
+		/* "Name;" is curl's way of sending a header with an empty value. */
+		int rc = json_string_length(v) == 0 ?
+		    buf_printf(&line, "%s;", name) :
+		    buf_printf(&line, "%s: %s", name, json_string_value(v));
+		struct curl_slist *l = rc < 0 ? NULL : curl_slist_append(list, line.data);
+		buf_free(&line);
+		if (l == NULL) {
+			*bad = "";
+			curl_slist_free_all(list);
+			return NULL;
+		}
+		list = l;
+	}
+	return list;
+}
+
+static int
+http_result(struct handler_output *out, long status, struct http_xfer *x)
+{
+	const char *name;
+	json_t *v;
+	bool first = true;
+
+	buf_reset(&out->body);
+	if (buf_printf(&out->body, "{\"status\":%ld,\"headers\":{", status) < 0)
+		return -1;
+	json_object_foreach(x->headers, name, v) {
+		if ((!first && buf_puts(&out->body, ",") < 0) ||
+		    buf_puts(&out->body, "\"") < 0 ||
+		    buf_json_string(&out->body, name, strlen(name)) < 0 ||
+		    buf_puts(&out->body, "\":\"") < 0 ||
+		    buf_json_string(&out->body, json_string_value(v), json_string_length(v)) < 0 ||
+		    buf_puts(&out->body, "\"") < 0)
+			return -1;
+		first = false;
+	}
+	if (buf_puts(&out->body, "},\"body\":\"") < 0 ||
+	    buf_json_string(&out->body, x->body.data ? x->body.data : "", x->body.len) < 0 ||
+	    buf_puts(&out->body, "\"}") < 0)
+		return -1;
+	out->status = RESULT_OK;
+	out->error_code = NULL;
+	out->content_type = "application/json";
+	return 0;
+}
+
+static void
+http_co(struct handler_call *call)
+{
+	const struct handler_args *a = call->in.args;
+	struct handler_output *out = &call->out;
+	json_error_t jerr;
+	json_t *req = NULL, *jh = NULL, *jb = NULL;
+	const char *method = "GET", *bad;
+	char *url = NULL, *next = NULL;
+	struct curl_slist *hdrs = NULL;
+	struct http_xfer x = { .max = a ? a->max_response : 0 };
+	char errbuf[CURL_ERROR_SIZE];
+	CURL *easy = NULL;
+
+	req = json_loadb(call->in.payload, call->in.len, JSON_REJECT_DUPLICATES, &jerr);
+	if (req == NULL || !json_is_object(req)) {
+		handler_fail(out, RESULT_REJECTED, "bad_payload",
+		    "http wants a JSON object {method, url, headers, body}: %s",
+		    req == NULL ? jerr.text : "not an object");
+		goto done;
+	}
+	json_t *jm = json_object_get(req, "method");
+	json_t *ju = json_object_get(req, "url");
+	jh = json_object_get(req, "headers");
+	jb = json_object_get(req, "body");
+	if (jm != NULL && (!json_is_string(jm) ||
+	    !http_token_ok(json_string_value(jm), HTTP_METHOD_MAX))) {
+		handler_fail(out, RESULT_REJECTED, "bad_payload",
+		    "method must be a word such as \"GET\"");
+		goto done;
+	}
+	if (jm != NULL)
+		method = json_string_value(jm);
+	if (!json_is_string(ju)) {
+		handler_fail(out, RESULT_REJECTED, "bad_payload", "url must be a string");
+		goto done;
+	}
+	if ((jh != NULL && !json_is_object(jh)) || (jb != NULL && !json_is_string(jb))) {
+		handler_fail(out, RESULT_REJECTED, "bad_payload",
+		    "headers must be an object of strings, body a string");
+		goto done;
+	}
+	url = http_normalise(json_string_value(ju));
+	if (url == NULL) {
+		handler_fail(out, RESULT_REJECTED, "bad_payload",
+		    "url must be an absolute http or https URL");
+		goto done;
+	}
+	if (!http_allowed(a, url)) {
+		handler_fail(out, RESULT_REJECTED, "url_not_allowed",
+		    "%s is not in this task's allow list", url);
+		goto done;
+	}
+	if (jh != NULL && (hdrs = http_headers(jh, &bad)) == NULL && bad != NULL) {
+		handler_fail(out, RESULT_REJECTED, "bad_payload",
+		    "header '%s': names are letters, digits, '-' and '_'; values "
+		    "are strings without CR, LF or NUL", bad);
+		goto done;
+	}
+	x.headers = json_object();
+	easy = curl_easy_init();
+	if (x.headers == NULL || easy == NULL) {
+		handler_fail(out, RESULT_ERROR, "handler_failed", "out of memory");
+		goto done;
+	}
+
+	errbuf[0] = '\0';
+	curl_easy_setopt(easy, CURLOPT_ERRORBUFFER, errbuf);
+	curl_easy_setopt(easy, CURLOPT_PROTOCOLS_STR, "http,https");
+	curl_easy_setopt(easy, CURLOPT_FOLLOWLOCATION, 0L);
+	curl_easy_setopt(easy, CURLOPT_PROXY, "");
+	curl_easy_setopt(easy, CURLOPT_USERAGENT, "taskd/" PACKAGE_VERSION);
+	curl_easy_setopt(easy, CURLOPT_WRITEFUNCTION, http_write_cb);
+	curl_easy_setopt(easy, CURLOPT_WRITEDATA, &x);
+	curl_easy_setopt(easy, CURLOPT_HEADERFUNCTION, http_header_cb);
+	curl_easy_setopt(easy, CURLOPT_HEADERDATA, &x);
+	curl_easy_setopt(easy, CURLOPT_HTTPHEADER, hdrs);
+	if (jb != NULL) {
+		curl_easy_setopt(easy, CURLOPT_POSTFIELDSIZE_LARGE,
+		    (curl_off_t)json_string_length(jb));
+		curl_easy_setopt(easy, CURLOPT_POSTFIELDS, json_string_value(jb));
+	}
+	if (strcmp(method, "HEAD") == 0)
+		curl_easy_setopt(easy, CURLOPT_NOBODY, 1L);
+	else if (strcmp(method, "GET") != 0 || jb != NULL)
+		curl_easy_setopt(easy, CURLOPT_CUSTOMREQUEST, method);
+
+	for (int hops = 0;; hops++) {
+		CURLcode rc;
+		long status = 0;
+
+		curl_easy_setopt(easy, CURLOPT_URL, url);
+		buf_reset(&x.body);
+		json_object_clear(x.headers);
+		enum coro_status s = fetch_perform(easy, call->in.deadline, &rc);
+		if (s == CORO_CANCELLED)
+			goto done;
+		if (s == CORO_TIMEOUT) {
+			handler_fail(out, RESULT_TIMEOUT, "timeout",
+			    "%s %s: no answer before the task's deadline", method, url);
+			goto done;
+		}
+		if (x.too_big) {
+			handler_fail(out, RESULT_ERROR, "handler_failed",
+			    "%s %s: response larger than %zu bytes", method, url, x.max);
+			goto done;
+		}
+		if (x.oom || rc == CURLE_OUT_OF_MEMORY) {
+			handler_fail(out, RESULT_ERROR, "handler_failed", "out of memory");
+			goto done;
+		}
+		if (rc != CURLE_OK) {
+			handler_fail(out, RESULT_ERROR, "handler_failed", "%s %s: %s",
+			    method, url, errbuf[0] ? errbuf : curl_easy_strerror(rc));
+			goto done;
+		}
+		curl_easy_getinfo(easy, CURLINFO_RESPONSE_CODE, &status);
+		char *loc = NULL;
+		if (a != NULL && a->follow_redirects && status >= 300 && status < 400 &&
+		    curl_easy_getinfo(easy, CURLINFO_REDIRECT_URL, &loc) == CURLE_OK &&
+		    loc != NULL) {
+			if (hops == HTTP_MAX_REDIRECTS) {
+				handler_fail(out, RESULT_ERROR, "handler_failed",
+				    "%s: more than %d redirects", url, HTTP_MAX_REDIRECTS);
+				goto done;
+			}
+			next = http_normalise(loc);
+			if (next == NULL || !http_allowed(a, next)) {
+				handler_fail(out, RESULT_ERROR, "url_not_allowed",
+				    "%s redirects to %s, which is not in this task's "
+				    "allow list", url, loc);
+				goto done;
+			}
+			curl_free(url);
+			url = next;
+			next = NULL;
+			/* What browsers and curl do: 303, and POST on 301/302,
+			 * become a GET without a body; 307/308 repeat as is. */
+			if (status == 303 || ((status == 301 || status == 302) &&
+			    strcmp(method, "POST") == 0)) {
+				method = "GET";
+				curl_easy_setopt(easy, CURLOPT_CUSTOMREQUEST, NULL);
+				curl_easy_setopt(easy, CURLOPT_HTTPGET, 1L);
+			}
+			continue;
+		}
+		if (http_result(out, status, &x) < 0)
+			handler_fail(out, RESULT_ERROR, "handler_failed", "out of memory");
+		break;
+	}
+
+done:
+	if (easy != NULL)
+		curl_easy_cleanup(easy);
+	curl_slist_free_all(hdrs);
+	curl_free(url);
+	curl_free(next);
+	json_decref(x.headers);
+	buf_free(&x.body);
+	json_decref(req);
+}
+
+const struct handler handler_http = { "http", HANDLER_IO, NULL, handler_co_start, http_co };
