@@ -185,6 +185,7 @@ START_TEST(test_full)
 	ck_assert_str_eq(c->default_task, "echo");
 	ck_assert_str_eq(c->reply_queue, "");
 	ck_assert_int_eq(c->io_max_concurrency, 250);
+	ck_assert_uint_eq(c->io_stack_size, 131072);
 	ck_assert_int_eq(c->cpu_workers, 3);
 	ck_assert_double_eq(c->timeout, 120.5);
 	ck_assert_uint_eq(c->max_payload, 1073741824u);
@@ -213,6 +214,8 @@ START_TEST(test_full)
 	ck_assert_str_eq(t->allow[0], "https://api.example.com/");
 	ck_assert_str_eq(t->allow[1], "http://10.0.0.1:8080/v1/");
 	ck_assert_ptr_null(t->allow[2]);
+	ck_assert(t->follow_redirects);
+	ck_assert_uint_eq(t->max_response, 65536);
 	ck_assert_int_eq(t->line, 26);
 
 	t = &c->tasks[2];
@@ -269,6 +272,7 @@ START_TEST(test_defaults)
 	ck_assert_str_eq(c->default_task, "");
 	ck_assert_str_eq(c->reply_queue, "distributed_results");
 	ck_assert_int_eq(c->io_max_concurrency, 10000);
+	ck_assert_uint_eq(c->io_stack_size, 65536);
 	ck_assert_int_eq(c->cpu_workers, 0);
 	ck_assert_double_eq(c->timeout, 300);
 	ck_assert_uint_eq(c->max_payload, 16777216u);
