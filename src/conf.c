@@ -125,6 +125,8 @@ static const struct key io_keys[] = {
 };
 static const struct key cpu_keys[] = {
 	{ "workers", KEY_INT, 0, 1024, false, NULL, 0, C(cpu_workers) },
+	{ "max_tasks_per_child", KEY_INT, 0, 1000000000, false, NULL, 0, C(cpu_max_tasks_per_child) },
+	{ "max_memory", KEY_SIZE, 0, 1099511627776.0, false, NULL, 0, C(cpu_max_memory) },
 	{ NULL, 0, 0, 0, false, NULL, 0, 0 },
 };
 static const struct key limits_keys[] = {
@@ -869,6 +871,25 @@ conf_defaults(const char *path)
 	return c;
 }
 
+/* plugins = [ "/abs/path.so", ... ]: loading (and the file checks) is the
+ * registry's, which runs for -t, start and reload alike. */
+static void
+load_plugins(struct loader *l, const config_setting_t *s)
+{
+	size_t n = 0;
+	char **v = load_strings(l, s, "plugins", &n);
+
+	if (v == NULL)
+		return;
+	for (size_t i = 0; i < n; i++)
+		if (v[i][0] != '/')
+			problem(l, config_setting_get_elem(s, (unsigned)i),
+			    "plugins[%zu]: \"%s\" must be an absolute path", i, v[i]);
+	free_strings(l->c->plugins);
+	l->c->plugins = v;
+	l->c->plugins_line = (int)config_setting_source_line(s);
+}
+
 static void
 load_root(struct loader *l, const config_setting_t *root)
 {
@@ -879,12 +900,16 @@ load_root(struct loader *l, const config_setting_t *root)
 
 		if (strcmp(name, "tasks") == 0)
 			continue;
+		if (strcmp(name, "plugins") == 0) {
+			load_plugins(l, s);
+			continue;
+		}
 		for (g = groups; g->name != NULL; g++)
 			if (strcmp(g->name, name) == 0)
 				break;
 		if (g->name == NULL)
 			problem(l, s, "%s: unknown setting (known: broker, queue, "
-			    "reply, io, cpu, limits, log, shutdown, tasks)", name);
+			    "reply, io, cpu, limits, log, shutdown, plugins, tasks)", name);
 		else
 			load_group(l, s, g);
 	}
@@ -964,6 +989,7 @@ conf_free(struct conf *c)
 		free_strings(t->allow);
 	}
 	free(c->tasks);
+	free_strings(c->plugins);
 	free(c->path);
 	free(c->broker_uri);
 	uri_free(&c->broker);

@@ -65,6 +65,10 @@ struct conf {
 	int io_max_concurrency;   /* default 10000, 1..1000000 */
 	size_t io_stack_size;     /* coroutine stack bytes; default 64 KiB */
 	int cpu_workers;          /* default 0 = usable cores, 0..1024 */
+	int cpu_max_tasks_per_child; /* recycle a worker after this many; 0 = never */
+	size_t cpu_max_memory;    /* recycle a worker above this RSS (bytes); 0 = never */
+	char **plugins;           /* NULL-terminated absolute .so paths, or NULL */
+	int plugins_line;         /* where `plugins` is written, for messages */
 
 	double timeout;           /* limits.timeout, default 300 */
 	size_t max_payload;       /* limits.max_payload, default 16 MiB */

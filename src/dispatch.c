@@ -9,6 +9,7 @@
 #include "envelope.h"
 #include "handler.h"
 #include "log.h"
+#include "pool.h"
 #include "result.h"
 
 enum task_state {
@@ -47,6 +48,7 @@ struct dispatch {
 	const struct conf *conf;
 	const struct registry *reg;
 	struct broker *broker;
+	struct pool *pool;            /* CPU handlers run here; NULL = inline */
 	char *worker;
 	struct task all;              /* list head */
 	struct fifo waiting;
@@ -246,6 +248,16 @@ task_reject(struct task *t, const char *code, const char *message)
 
 static void dispatch_admit(struct dispatch *d);
 
+/* A running task leaves its slot: I/O admission or the CPU pool. */
+static void
+task_leave_slot(struct task *t)
+{
+	if (t->handler->kind == HANDLER_CPU)
+		t->d->st.cpu_running--;
+	else
+		t->d->st.io_running--;
+}
+
 static void
 task_call_done(struct handler_call *call)
 {
@@ -253,7 +265,7 @@ task_call_done(struct handler_call *call)
 	struct dispatch *d = t->d;
 
 	ev_timer_stop(d->loop, &t->deadline);
-	d->st.io_running--;
+	task_leave_slot(t);
 	task_finished(t);
 	dispatch_admit(d);
 }
@@ -270,7 +282,7 @@ task_deadline_cb(struct ev_loop *loop, ev_timer *w, int revents)
 		t->call.cancel(&t->call);
 		t->call.cancel = NULL;
 	}
-	d->st.io_running--;
+	task_leave_slot(t);
 	handler_fail(&t->call.out, RESULT_TIMEOUT, "timeout",
 	    "the task did not finish within %.3f s", t->timeout);
 	task_finished(t);
@@ -299,13 +311,31 @@ task_run(struct task *t)
 	call->done = task_call_done;
 	call->cancel = NULL;
 
-	if (t->handler->kind == HANDLER_CPU) {
-		/* Inline until the worker pool lands: the handler is written to
-		 * run unchanged in a worker process. */
+	if (t->handler->kind == HANDLER_CPU && d->pool == NULL) {
+		/* No pool (tools, benchmarks): the handler runs unchanged in
+		 * the loop. */
 		d->st.cpu_running++;
-		t->handler->run(&call->in, &call->out);
+		if (t->handler->run != NULL)
+			t->handler->run(&call->in, &call->out);
+		else
+			handler_fail(&call->out, RESULT_ERROR, "handler_failed",
+			    "handler '%s' runs only in a cpu worker", t->handler->name);
 		d->st.cpu_running--;
 		task_finished(t);
+		return;
+	}
+	if (t->handler->kind == HANDLER_CPU) {
+		/* Same shape as an I/O handler: the pool calls done, and the
+		 * deadline's cancel kills the worker. */
+		if (pool_submit(d->pool, call, t->handler->name) < 0) {
+			log_warn("task %s sent back to the queue: the cpu backlog is full",
+			    t->env.task_id);
+			task_requeue(t);
+			return;
+		}
+		d->st.cpu_running++;
+		ev_timer_set(&t->deadline, t->timeout, 0.0);
+		ev_timer_start(d->loop, &t->deadline);
 		return;
 	}
 	d->st.io_running++;
@@ -352,7 +382,11 @@ task_finished(struct task *t)
 	struct dispatch *d = t->d;
 	enum result_status s = t->call.out.status;
 
-	if (s == RESULT_TIMEOUT && t->attempt <= t->retries && !d->draining) {
+	/* A crashed worker is the machine's fault as much as a timeout is;
+	 * both get the task's retries. */
+	bool crashed = s == RESULT_ERROR && t->call.out.error_code != NULL &&
+	    strcmp(t->call.out.error_code, "worker_crashed") == 0;
+	if ((s == RESULT_TIMEOUT || crashed) && t->attempt <= t->retries && !d->draining) {
 		/* Backoff doubles from half a second: a task that timed out
 		 * because the machine was busy gets room before running again. */
 		double delay = fmin(30.0, 0.5 * pow(2.0, t->attempt - 1));
@@ -488,12 +522,15 @@ task_drop(struct task *t)
 		fifo_remove(&d->waiting, t);
 		break;
 	case TASK_RUNNING:
-		if (t->handler != NULL && t->handler->kind == HANDLER_IO) {
+		/* A CPU task without a cancel ran inline and is already over. */
+		if (t->handler != NULL && (t->handler->kind == HANDLER_IO ||
+		    t->call.cancel != NULL)) {
 			if (t->call.cancel != NULL) {
 				t->call.cancel(&t->call);
 				t->call.cancel = NULL;
 			}
-			d->st.io_running--;
+			ev_timer_stop(d->loop, &t->deadline);
+			task_leave_slot(t);
 		}
 		break;
 	case TASK_PUBLISH:
@@ -574,6 +611,12 @@ void
 dispatch_attach(struct dispatch *d, struct broker *b)
 {
 	d->broker = b;
+}
+
+void
+dispatch_set_pool(struct dispatch *d, struct pool *pool)
+{
+	d->pool = pool;
 }
 
 void

@@ -48,6 +48,10 @@ extern const struct broker_ops dispatch_broker_ops;
 struct dispatch *dispatch_new(struct ev_loop *loop, const struct conf *conf,
     const struct registry *reg, const char *worker);
 void dispatch_attach(struct dispatch *d, struct broker *b);
+/* CPU handlers run on pool's workers from now on (NULL: inline in the
+ * loop).  The pool must outlive the dispatch's running tasks. */
+struct pool;
+void dispatch_set_pool(struct dispatch *d, struct pool *pool);
 /* Swaps in a new task table and limits; tasks in flight keep their own. */
 void dispatch_reconfigure(struct dispatch *d, const struct conf *conf,
     const struct registry *reg);

@@ -14,6 +14,7 @@
 #include "notify.h"
 #include "registry.h"
 #include "taskd.h"
+#include "worker.h"
 
 #define DEFAULT_CONF SYSCONFDIR "/taskd.conf"
 
@@ -106,6 +107,10 @@ main(int argc, char **argv)
 {
 	const char *path = DEFAULT_CONF;
 	int foreground = 0, check = 0, level = -1, opt;
+
+	/* The CPU pool starts its workers as this binary (worker.h). */
+	if (worker_wanted())
+		return worker_main();
 
 	while ((opt = getopt(argc, argv, "c:ftl:Vh")) != -1) {
 		switch (opt) {

@@ -4,6 +4,8 @@
 #include <string.h>
 
 #include "buf.h"
+#include "plugin.h"
+#include "pool.h"
 
 struct registry {
 	struct registry_entry *entries;
@@ -22,20 +24,26 @@ registry_build(const struct conf *conf, char **errs)
 	if (r->entries == NULL)
 		goto nomem;
 
+	/* Plugins first: their handlers are names tasks may use.  Loading is
+	 * for good (plugin.h), so -t, start and reload all go through here. */
+	for (size_t i = 0; conf->plugins != NULL && conf->plugins[i] != NULL; i++) {
+		char why[1024];
+		if (plugin_load(conf->plugins[i], why, sizeof(why)) < 0 &&
+		    buf_printf(&err, "%s:%d: plugins[%zu]: %s: %s\n", conf->path,
+		    conf->plugins_line, i, conf->plugins[i], why) < 0)
+			goto nomem;
+	}
+
 	for (size_t i = 0; i < conf->ntasks; i++) {
 		const struct conf_task *t = &conf->tasks[i];
 		struct registry_entry *e = &r->entries[r->n];
 
-		if (t->handler == NULL && t->kind == CONF_KIND_CPU) {
-			if (buf_printf(&err, "%s:%d: tasks[%zu].exec: exec tasks of "
-			    "kind cpu are not supported by this build of taskd\n",
-			    conf->path, t->line, i) < 0)
-				goto nomem;
-			continue;
-		}
-		/* conf makes an exec task without a kind an io one. */
-		e->handler = t->handler == NULL ? &handler_exec_io :
-		    handler_find(t->handler);
+		/* conf makes an exec task without a kind an io one; kind cpu
+		 * runs the program from a pool worker (pool.h). */
+		e->handler = t->handler == NULL ? (t->kind == CONF_KIND_CPU ?
+		    &handler_exec_cpu : &handler_exec_io) : handler_find(t->handler);
+		if (e->handler == NULL && t->handler != NULL)
+			e->handler = plugin_find(t->handler);
 		if (e->handler == NULL) {
 			if (buf_printf(&err, "%s:%d: tasks[%zu].handler: unknown "
 			    "handler '%s'\n", conf->path, t->line, i, t->handler) < 0)

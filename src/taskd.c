@@ -16,11 +16,12 @@
 #include "broker.h"
 #include "connector.h"
 #include "coro.h"
-#include "fetch.h"
+#include "cpus.h"
 #include "fetch.h"
 #include "dispatch.h"
 #include "log.h"
 #include "notify.h"
+#include "pool.h"
 
 /* How often STATUS= is refreshed for `systemctl status`. */
 #define TASKD_STATUS_EVERY 5.0
@@ -44,6 +45,7 @@ struct taskd {
 	struct registry *reg;
 	struct broker *broker;
 	struct dispatch *dispatch;
+	struct pool *pool;   /* the CPU workers */
 	char *worker;
 	ev_signal sigterm, sigint, sighup;
 	ev_timer grace;
@@ -57,14 +59,8 @@ struct taskd {
 int
 taskd_usable_cpus(void)
 {
-	cpu_set_t set;
-	if (sched_getaffinity(0, sizeof(set), &set) == 0) {
-		int n = CPU_COUNT(&set);
-		if (n > 0)
-			return n;
-	}
-	long n = sysconf(_SC_NPROCESSORS_ONLN);
-	return n > 0 ? (int)n : 1;
+	char why[2048];
+	return cpus_usable(0, why, sizeof(why));
 }
 
 void
@@ -88,6 +84,27 @@ taskd_prefetch(const struct conf *conf)
 	long slots = (long)conf->io_max_concurrency +
 	    (conf->cpu_workers > 0 ? conf->cpu_workers : taskd_usable_cpus());
 	return slots > 65535 ? 65535 : (int)slots;
+}
+
+/* The pool's parameters from conf; reason (may be NULL) gets why this
+ * many workers. */
+static void
+taskd_pool_params(struct pool_params *pp, const struct conf *conf,
+    char *reason, size_t reasonlen)
+{
+	char why[2048];
+	memset(pp, 0, sizeof(*pp));
+	pp->size = cpus_usable(conf->cpu_workers, why, sizeof(why));
+	if (reason != NULL)
+		snprintf(reason, reasonlen, "%s", why);
+	pp->max_tasks_per_child = conf->cpu_max_tasks_per_child;
+	pp->max_memory = conf->cpu_max_memory;
+	/* The broker never sends more than prefetch unacked messages, so a
+	 * backlog of that size is never the limit in practice; it bounds
+	 * memory if prefetch is set by hand below the work that arrives. */
+	pp->backlog = (size_t)taskd_prefetch(conf);
+	pp->max_result = conf->max_payload;
+	pp->plugins = (const char *const *)conf->plugins;
 }
 
 static int
@@ -341,6 +358,14 @@ taskd_reload_cb(struct ev_loop *loop, ev_signal *w, int revents)
 	log_set_level((enum log_level)conf->log_level);
 	(void)coro_set_stack_size(conf->io_stack_size); /* conf checked the range */
 	dispatch_reconfigure(t->dispatch, conf, reg);
+	struct pool_params pp;
+	char why[2048];
+	taskd_pool_params(&pp, conf, why, sizeof(why));
+	struct pool_stats ps;
+	pool_stats(t->pool, &ps);
+	if (ps.size != pp.size)
+		log_info("cpu pool: %d workers, was %d (%s)", pp.size, ps.size, why);
+	pool_configure(t->pool, &pp);
 	struct connector_params p;
 	taskd_params(&p, conf, t->worker);
 	broker_reconfigure(t->broker, &p, conf->max_payload, conf->max_unconfirmed,
@@ -401,6 +426,24 @@ taskd_run(struct conf *conf, struct registry *reg)
 	}
 	dispatch_attach(t.dispatch, t.broker);
 
+	/* The CPU workers are forked now, while the daemon is one thread: the
+	 * broker connector and curl's resolver start threads later (workers
+	 * are exec'd, so later replacements are safe too; docs/pool.md). */
+	struct pool_params pp;
+	char why[2048], err[512];
+	taskd_pool_params(&pp, conf, why, sizeof(why));
+	t.pool = pool_new(t.loop, &pp, err, sizeof(err));
+	if (t.pool == NULL) {
+		log_error("cannot start the cpu pool: %s", err);
+		dispatch_free(t.dispatch);
+		broker_free(t.broker);
+		conf_free(conf);
+		registry_free(reg);
+		return 1;
+	}
+	dispatch_set_pool(t.dispatch, t.pool);
+	log_info("cpu pool: %d workers (%s)", pp.size, why);
+
 	ev_signal_init(&t.sigterm, taskd_stop_cb, SIGTERM);
 	ev_signal_init(&t.sigint, taskd_stop_cb, SIGINT);
 	ev_signal_init(&t.sighup, taskd_reload_cb, SIGHUP);
@@ -437,9 +480,9 @@ taskd_run(struct conf *conf, struct registry *reg)
 	dispatch_stats(t.dispatch, &st);
 	broker_stop(t.broker);
 	dispatch_free(t.dispatch);
+	pool_free(t.pool);
 	broker_free(t.broker);
 	coro_teardown();
-	fetch_teardown();
 	fetch_teardown();
 	ev_timer_stop(t.loop, &t.grace);
 	ev_timer_stop(t.loop, &t.finish);

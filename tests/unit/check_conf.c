@@ -36,6 +36,9 @@ static const char *const bad[] = {
 	"bad-include",
 	"bad-password-dir",
 	"bad-password-file",
+	"bad-plugins",
+	"bad-plugins-type",
+	"bad-pool",
 	"bad-quorum",
 	"bad-ranges",
 	"bad-ranges-upper",
@@ -187,6 +190,12 @@ START_TEST(test_full)
 	ck_assert_int_eq(c->io_max_concurrency, 250);
 	ck_assert_uint_eq(c->io_stack_size, 131072);
 	ck_assert_int_eq(c->cpu_workers, 3);
+	ck_assert_int_eq(c->cpu_max_tasks_per_child, 500);
+	ck_assert_uint_eq(c->cpu_max_memory, 268435456u);
+	ck_assert_ptr_nonnull(c->plugins);
+	ck_assert_str_eq(c->plugins[0], "/usr/lib/taskd/example.so");
+	ck_assert_str_eq(c->plugins[1], "/opt/taskd/b.so");
+	ck_assert_ptr_null(c->plugins[2]);
 	ck_assert_double_eq(c->timeout, 120.5);
 	ck_assert_uint_eq(c->max_payload, 1073741824u);
 	ck_assert_int_eq(c->log_level, LOG_LEVEL_DEBUG);
@@ -274,6 +283,9 @@ START_TEST(test_defaults)
 	ck_assert_int_eq(c->io_max_concurrency, 10000);
 	ck_assert_uint_eq(c->io_stack_size, 65536);
 	ck_assert_int_eq(c->cpu_workers, 0);
+	ck_assert_int_eq(c->cpu_max_tasks_per_child, 0);
+	ck_assert_uint_eq(c->cpu_max_memory, 0);
+	ck_assert_ptr_null(c->plugins);
 	ck_assert_double_eq(c->timeout, 300);
 	ck_assert_uint_eq(c->max_payload, 16777216u);
 	ck_assert_int_eq(c->log_level, LOG_LEVEL_INFO);

@@ -1,0 +1,860 @@
+#include "pool.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "frame.h"
+#include "log.h"
+#include "worker.h"
+#include "worker_exec.h"
+
+extern char **environ;
+
+const struct handler handler_exec_cpu = { WORKER_EXEC_HANDLER, HANDLER_CPU, NULL, NULL, NULL };
+
+enum worker_state {
+	WORKER_IDLE,      /* alive, waiting for a task */
+	WORKER_BUSY,      /* running w->job */
+	WORKER_GONE,      /* channel closed (retired, lost or killed); waiting to be reaped */
+};
+
+struct job {
+	struct job *next;            /* backlog FIFO */
+	struct handler_call *call;
+	const char *handler;         /* static (built-in) or a plugin's: never freed */
+	uint64_t seq;
+};
+
+struct worker {
+	struct pool *pool;
+	struct worker *prev, *next;  /* every process not yet reaped */
+	int slot;
+	unsigned gen;                /* pool->gen when started */
+	pid_t pid;
+	int pidfd;                   /* -1 when pidfd_open is not available */
+	bool reaped;                 /* pid is free for reuse: never signal it */
+	int fd;                      /* our end of the channel; -1 once closed */
+	enum worker_state state;
+	struct job *job;
+	pid_t prog_pgid;             /* an exec task's program group, 0 = none */
+	int tasks;                   /* tasks finished */
+	const char *lost;            /* died on its own ("while idle"...): child_cb logs how */
+	double started;
+	ev_io rio, wio;
+	ev_child child;
+	struct buf in;               /* bytes read, from in_off on not parsed */
+	size_t in_off;
+	struct buf out;              /* bytes to write, from out_off on */
+	size_t out_off;
+};
+
+struct pool {
+	struct ev_loop *loop;
+	struct pool_params p;
+	char **plugins;              /* our copy of p.plugins */
+	unsigned gen;                /* bumped when workers must be replaced */
+	int exe;                     /* the daemon's binary, for exec */
+	pid_t self;
+	struct worker **slots;       /* slots[0..nslots): the live worker, or NULL */
+	int nslots;
+	struct worker all;           /* list head */
+	struct job *bl_head, *bl_tail;
+	size_t nbacklog;
+	ev_timer respawn;
+	double respawn_delay;
+	uint64_t seq;
+	struct pool_stats st;
+};
+
+static void pool_pump(struct pool *pool);
+static void worker_send(struct worker *w);
+
+/* ---- small helpers ------------------------------------------------------ */
+
+static char **
+strv_dup(const char *const *v)
+{
+	size_t n = 0;
+	while (v != NULL && v[n] != NULL)
+		n++;
+	char **c = calloc(n + 1, sizeof(*c));
+	if (c == NULL)
+		return NULL;
+	for (size_t i = 0; i < n; i++) {
+		c[i] = strdup(v[i]);
+		if (c[i] == NULL) {
+			for (size_t j = 0; j < i; j++)
+				free(c[j]);
+			free(c);
+			return NULL;
+		}
+	}
+	return c;
+}
+
+static void
+strv_free(char **v)
+{
+	for (size_t i = 0; v != NULL && v[i] != NULL; i++)
+		free(v[i]);
+	free(v);
+}
+
+static bool
+strv_eq(char **a, const char *const *b)
+{
+	size_t i = 0;
+	for (; a != NULL && a[i] != NULL; i++)
+		if (b == NULL || b[i] == NULL || strcmp(a[i], b[i]) != 0)
+			return false;
+	return b == NULL || b[i] == NULL;
+}
+
+/* SIGKILL through the pidfd when there is one: a pid the kernel has
+ * already reused for another process is never hit. */
+static void
+worker_kill(struct worker *w)
+{
+	if (w->prog_pgid > 1)
+		(void)kill(-w->prog_pgid, SIGKILL);
+	if (w->pidfd >= 0)
+		(void)syscall(SYS_pidfd_send_signal, w->pidfd, SIGKILL, NULL, 0);
+	else if (w->pid > 0 && !w->reaped)
+		(void)kill(w->pid, SIGKILL);
+}
+
+static void
+respawn_soon(struct pool *pool)
+{
+	if (!ev_is_active(&pool->respawn)) {
+		ev_timer_set(&pool->respawn, pool->respawn_delay, 0.0);
+		ev_timer_start(pool->loop, &pool->respawn);
+	}
+}
+
+/* Closes the channel and frees the slot; the process stays listed until
+ * ev_child reaps it. */
+static void
+worker_close(struct worker *w)
+{
+	struct pool *pool = w->pool;
+	if (w->fd >= 0) {
+		ev_io_stop(pool->loop, &w->rio);
+		ev_io_stop(pool->loop, &w->wio);
+		close(w->fd);
+		w->fd = -1;
+	}
+	buf_free(&w->in);
+	buf_free(&w->out);
+	w->in_off = w->out_off = 0;
+	w->state = WORKER_GONE;
+	if (w->slot < pool->nslots && pool->slots[w->slot] == w) {
+		pool->slots[w->slot] = NULL;
+		respawn_soon(pool);
+	}
+}
+
+static void
+job_free(struct job *j)
+{
+	free(j);
+}
+
+/* The worker died or misbehaved: its task (if any) is answered
+ * "worker_crashed" and the dispatcher decides about a retry. */
+static void
+worker_lost(struct worker *w, const char *why)
+{
+	struct pool *pool = w->pool;
+	struct job *j = w->job;
+
+	if (w->state == WORKER_GONE)
+		return;
+	w->job = NULL;
+	worker_kill(w);   /* a worker that sent garbage may still be running */
+	worker_close(w);
+	/* A worker that cannot even start (a plugin that no longer loads)
+	 * must not be forked again and again without a pause. */
+	pool->respawn_delay = (w->tasks == 0 && ev_now(pool->loop) - w->started < 1.0) ? 1.0 : 0.0;
+	/* A closed channel says nothing of the cause; the exit status that
+	 * ev_child reports soon after does, so child_cb logs then.  A bad
+	 * frame is its own cause and is logged now. */
+	if (why != NULL)
+		log_warn("cpu worker %d (pid %ld) lost %s: %s", w->slot + 1,
+		    (long)w->pid, j ? "while running a task" : "while idle", why);
+	if (why == NULL)
+		w->lost = j ? "while running a task" : "while idle";
+	if (j == NULL)
+		return;
+	pool->st.crashed++;
+	pool->st.busy--;
+	struct handler_call *call = j->call;
+	job_free(j);
+	handler_fail(&call->out, RESULT_ERROR, "worker_crashed",
+	    "the cpu worker running the task died (%s)", why ? why : "it exited");
+	handler_call_done(call);
+}
+
+static void
+worker_child_cb(struct ev_loop *loop, ev_child *c, int revents)
+{
+	(void)revents;
+	struct worker *w = (struct worker *)((char *)c - offsetof(struct worker, child));
+	struct pool *pool = w->pool;
+	int st = c->rstatus;
+	char why[64];
+
+	ev_child_stop(loop, c);
+	/* Reaped: its pid may be reused from now on, never signal it again. */
+	if (w->pidfd >= 0)
+		close(w->pidfd);
+	w->pidfd = -1;
+	w->reaped = true;
+	if (WIFSIGNALED(st))
+		snprintf(why, sizeof(why), "killed by signal %d", WTERMSIG(st));
+	else
+		snprintf(why, sizeof(why), "exited with status %d", WEXITSTATUS(st));
+	if (w->state != WORKER_GONE)
+		worker_lost(w, NULL);
+	if (w->lost != NULL)
+		log_warn("cpu worker %d (pid %ld) lost %s: %s", w->slot + 1,
+		    (long)w->pid, w->lost, why);
+	else
+		log_debug("cpu worker %d (pid %ld) %s", w->slot + 1, (long)w->pid, why);
+	w->prev->next = w->next;
+	w->next->prev = w->prev;
+	pool->st.alive--;
+	free(w);
+}
+
+/* ---- frames from a worker ------------------------------------------------ */
+
+/* Error codes and content types come from the worker as strings, but the
+ * handler_output contract wants static ones: keep one copy of each for the
+ * life of the daemon.  Bounded, since a worker is untrusted. */
+#define POOL_INTERN_MAX 256
+static char *interned[POOL_INTERN_MAX];
+
+static const char *
+intern(const char *s, const char *fallback)
+{
+	if (s == NULL)
+		return NULL;
+	size_t n = strlen(s);
+	if (n > 127)
+		return fallback;
+	for (size_t i = 0; i < n; i++)
+		if ((unsigned char)s[i] < 0x20 || (unsigned char)s[i] > 0x7e)
+			return fallback;
+	for (int i = 0; i < POOL_INTERN_MAX; i++) {
+		if (interned[i] == NULL) {
+			interned[i] = strdup(s);
+			return interned[i] ? interned[i] : fallback;
+		}
+		if (strcmp(interned[i], s) == 0)
+			return interned[i];
+	}
+	return fallback;
+}
+
+/* Returns -1 when the frame is not acceptable (the worker is then lost). */
+static int
+worker_frame(struct worker *w, const char *p, size_t n, const char **why)
+{
+	struct pool *pool = w->pool;
+	int type = frame_type(p, n);
+
+	if (type == FRAME_CHILD) {
+		struct frame_child c;
+		if (frame_get_child(p, n, &c) < 0 || w->job == NULL || c.seq != w->job->seq) {
+			*why = "sent a malformed or unexpected child frame";
+			return -1;
+		}
+		w->prog_pgid = c.pgid;
+		return 0;
+	}
+	struct frame_result r;
+	if (type != FRAME_RESULT || frame_get_result(p, n, &r) < 0) {
+		*why = "sent a malformed frame";
+		return -1;
+	}
+	if (w->job == NULL || r.seq != w->job->seq || r.status > RESULT_REJECTED) {
+		*why = "sent a result for no task of its own";
+		return -1;
+	}
+	struct job *j = w->job;
+	struct handler_call *call = j->call;
+	struct handler_output *out = &call->out;
+	buf_reset(&out->body);
+	if (buf_append(&out->body, r.body, r.len) < 0) {
+		handler_fail(out, RESULT_ERROR, "handler_failed", "out of memory "
+		    "taking the result from the worker");
+	} else {
+		out->status = (enum result_status)r.status;
+		out->error_code = r.status == RESULT_OK ? NULL :
+		    intern(r.error_code ? r.error_code : "handler_failed", "handler_failed");
+		out->content_type = intern(r.content_type, NULL);
+	}
+	w->job = NULL;
+	w->prog_pgid = 0;
+	w->tasks++;
+	w->state = WORKER_IDLE;
+	pool->st.busy--;
+	job_free(j);
+
+	/* Recycle between tasks: the decision is made before the next task is
+	 * handed out, so no task ever meets a worker on its way out. */
+	const char *retire = NULL;
+	if (pool->p.max_tasks_per_child > 0 && w->tasks >= pool->p.max_tasks_per_child)
+		retire = "max_tasks_per_child";
+	else if (pool->p.max_memory > 0 && r.rss > pool->p.max_memory)
+		retire = "max_memory";
+	if (retire != NULL) {
+		pool->st.recycled++;
+		if (strcmp(retire, "max_memory") == 0)
+			log_info("cpu worker %d (pid %ld) recycled: RSS %llu bytes is above "
+			    "cpu.max_memory", w->slot + 1, (long)w->pid,
+			    (unsigned long long)r.rss);
+		else
+			log_debug("cpu worker %d (pid %ld) recycled after %d tasks",
+			    w->slot + 1, (long)w->pid, w->tasks);
+		worker_close(w);
+	} else if (w->gen != pool->gen || w->slot >= pool->p.size) {
+		worker_close(w);
+	}
+	handler_call_done(call);
+	return 0;
+}
+
+static void
+worker_read_cb(struct ev_loop *loop, ev_io *io, int revents)
+{
+	(void)loop;
+	(void)revents;
+	struct worker *w = (struct worker *)((char *)io - offsetof(struct worker, rio));
+	struct pool *pool = w->pool;
+	size_t max = pool->p.max_result + 65536;
+
+	for (;;) {
+		if (buf_reserve(&w->in, 65536) < 0) {
+			worker_lost(w, "out of memory reading its channel");
+			break;
+		}
+		ssize_t r = read(w->fd, w->in.data + w->in.len, w->in.cap - w->in.len - 1);
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+			break;
+		if (r <= 0) {
+			/* EOF or ECONNRESET: it died; child_cb tells how. */
+			worker_lost(w, NULL);
+			return;
+		}
+		w->in.len += (size_t)r;
+		/* Every whole frame; a result hands the worker back, and
+		 * done() may submit again, so re-check the state each time. */
+		while (w->state != WORKER_GONE) {
+			size_t n = frame_size(w->in.data + w->in_off, w->in.len - w->in_off, max);
+			if (n == (size_t)-1) {
+				worker_lost(w, "sent an oversized frame");
+				return;
+			}
+			if (n == 0 || w->in.len - w->in_off < n)
+				break;
+			const char *why = NULL;
+			size_t at = w->in_off;
+			w->in_off += n;
+			if (worker_frame(w, w->in.data + at, n, &why) < 0) {
+				worker_lost(w, why);
+				return;
+			}
+		}
+		if (w->state == WORKER_GONE)
+			return;
+		if (w->in_off == w->in.len) {
+			w->in.len = w->in_off = 0;
+			/* A big result should not pin its buffer for ever. */
+			if (w->in.cap > 1 << 20)
+				buf_free(&w->in);
+		}
+	}
+	pool_pump(pool);
+}
+
+/* ---- frames to a worker -------------------------------------------------- */
+
+static void
+worker_write_cb(struct ev_loop *loop, ev_io *io, int revents)
+{
+	(void)loop;
+	(void)revents;
+	worker_send((struct worker *)((char *)io - offsetof(struct worker, wio)));
+}
+
+static void
+worker_send(struct worker *w)
+{
+	struct pool *pool = w->pool;
+	while (w->out_off < w->out.len) {
+		ssize_t n = send(w->fd, w->out.data + w->out_off, w->out.len - w->out_off,
+		    MSG_NOSIGNAL);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+			if (!ev_is_active(&w->wio))
+				ev_io_start(pool->loop, &w->wio);
+			return;
+		}
+		if (n < 0) {
+			worker_lost(w, strerror(errno));
+			return;
+		}
+		w->out_off += (size_t)n;
+	}
+	ev_io_stop(pool->loop, &w->wio);
+	w->out.len = w->out_off = 0;
+	if (w->out.cap > 1 << 20)
+		buf_free(&w->out);
+}
+
+static int
+worker_give(struct worker *w, struct job *j)
+{
+	struct pool *pool = w->pool;
+	const struct handler_call *call = j->call;
+	struct frame_task t = {
+		.seq = j->seq,
+		.deadline = call->in.deadline,
+		.flags = pool->p.max_memory > 0 ? FRAME_MEASURE_RSS : 0,
+		.handler = j->handler,
+		.argv = (call->in.args != NULL && strcmp(j->handler, WORKER_EXEC_HANDLER) == 0) ?
+		    (const char *const *)call->in.args->exec : NULL,
+		.content_type = call->in.content_type,
+		.payload = call->in.payload,
+		.len = call->in.len,
+	};
+	if (frame_put_task(&w->out, &t) < 0)
+		return -1;
+	w->job = j;
+	w->state = WORKER_BUSY;
+	pool->st.busy++;
+	worker_send(w);
+	return 0;
+}
+
+/* ---- spawning ------------------------------------------------------------ */
+
+static const char *const unset_env[] = {
+	/* The service manager's: only the daemon speaks to it. */
+	"NOTIFY_SOCKET=", "WATCHDOG_USEC=", "WATCHDOG_PID=", "LISTEN_FDS=",
+	"LISTEN_PID=", "LISTEN_FDNAMES=", WORKER_ENV "=", NULL,
+};
+
+/* The child between fork and exec: async-signal-safe calls only, since
+ * the parent may have threads. */
+static void __attribute__((noreturn))
+child_exec(int chan, int exe, pid_t parent, char **argv, char **envp)
+{
+	struct sigaction dfl;
+	sigset_t none;
+
+	memset(&dfl, 0, sizeof(dfl));
+	dfl.sa_handler = SIG_DFL;
+	for (int s = 1; s < NSIG; s++)
+		if (s != SIGKILL && s != SIGSTOP)
+			(void)sigaction(s, &dfl, NULL);
+	/* Under libev's signalfd the parent blocks SIGTERM & co.; a worker
+	 * that inherited that mask could not be stopped. */
+	sigemptyset(&none);
+	(void)sigprocmask(SIG_SETMASK, &none, NULL);
+	if (prctl(PR_SET_PDEATHSIG, SIGKILL) < 0 || getppid() != parent)
+		_exit(127);
+	/* Its own group: a Ctrl-C at the daemon's terminal is the daemon's to
+	 * handle (drain), not a crash of every worker. */
+	(void)setpgid(0, 0);
+	int c = fcntl(chan, F_DUPFD, 10), e = fcntl(exe, F_DUPFD, 10);
+	if (c < 0 || e < 0 || dup2(c, WORKER_FD) < 0 || dup2(e, WORKER_FD + 1) < 0 ||
+	    fcntl(WORKER_FD + 1, F_SETFD, FD_CLOEXEC) < 0)
+		_exit(127);
+	if (syscall(SYS_close_range, WORKER_FD + 2, ~0U, 0) < 0) {
+		for (int fd = WORKER_FD + 2; fd < 65536; fd++)
+			(void)close(fd);
+	}
+	syscall(SYS_execveat, WORKER_FD + 1, "", argv, envp, AT_EMPTY_PATH);
+	_exit(127);
+}
+
+static char **
+worker_envp(pid_t parent)
+{
+	size_t n = 0;
+	while (environ[n] != NULL)
+		n++;
+	char **env = calloc(n + 2, sizeof(*env));
+	if (env == NULL)
+		return NULL;
+	size_t k = 0;
+	for (size_t i = 0; i < n; i++) {
+		bool skip = false;
+		for (const char *const *u = unset_env; *u != NULL; u++)
+			if (strncmp(environ[i], *u, strlen(*u)) == 0)
+				skip = true;
+		if (!skip)
+			env[k++] = environ[i];
+	}
+	if (asprintf(&env[k], "%s=%ld", WORKER_ENV, (long)parent) < 0) {
+		free(env);
+		return NULL;
+	}
+	return env;
+}
+
+static struct worker *
+worker_spawn(struct pool *pool, int slot)
+{
+	struct worker *w = calloc(1, sizeof(*w));
+	int sv[2] = { -1, -1 };
+	char title[64];
+	char *argv[2] = { title, NULL };
+	char **envp = NULL;
+
+	if (w == NULL)
+		return NULL;
+	w->pool = pool;
+	w->slot = slot;
+	w->gen = pool->gen;
+	w->pidfd = -1;
+	snprintf(title, sizeof(title), "taskd: cpu worker %d", slot + 1);
+	struct frame_hello hello = {
+		.slot = (uint32_t)slot + 1, .plugins = (const char *const *)pool->plugins,
+	};
+	envp = worker_envp(pool->self);
+	if (envp == NULL || frame_put_hello(&w->out, &hello) < 0 ||
+	    socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0) {
+		log_error("cannot start cpu worker %d: %s", slot + 1, strerror(errno));
+		goto fail;
+	}
+	pid_t pid = fork();
+	if (pid < 0) {
+		log_error("cannot start cpu worker %d: fork: %s", slot + 1, strerror(errno));
+		goto fail;
+	}
+	if (pid == 0)
+		child_exec(sv[1], pool->exe, pool->self, argv, envp);
+	close(sv[1]);
+	for (size_t i = 0; envp[i] != NULL; i++)
+		if (strncmp(envp[i], WORKER_ENV "=", strlen(WORKER_ENV) + 1) == 0)
+			free(envp[i]);
+	free(envp);
+	w->pid = pid;
+	w->fd = sv[0];
+	w->started = ev_now(pool->loop);
+	(void)fcntl(w->fd, F_SETFL, fcntl(w->fd, F_GETFL) | O_NONBLOCK);
+	/* Before the loop runs again, or libev may reap it unseen. */
+	ev_child_init(&w->child, worker_child_cb, pid, 0);
+	ev_child_start(pool->loop, &w->child);
+	/* Nobody else reaps it, so the pid cannot be reused before this. */
+	w->pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
+	ev_io_init(&w->rio, worker_read_cb, w->fd, EV_READ);
+	ev_io_init(&w->wio, worker_write_cb, w->fd, EV_WRITE);
+	ev_io_start(pool->loop, &w->rio);
+	w->state = WORKER_IDLE;
+	w->next = &pool->all;
+	w->prev = pool->all.prev;
+	pool->all.prev->next = w;
+	pool->all.prev = w;
+	pool->st.alive++;
+	pool->st.spawned++;
+	worker_send(w);   /* the hello */
+	return w;
+
+fail:
+	if (sv[0] >= 0) {
+		close(sv[0]);
+		close(sv[1]);
+	}
+	if (envp != NULL) {
+		for (size_t i = 0; envp[i] != NULL; i++)
+			if (strncmp(envp[i], WORKER_ENV "=", strlen(WORKER_ENV) + 1) == 0)
+				free(envp[i]);
+		free(envp);
+	}
+	buf_free(&w->out);
+	free(w);
+	return NULL;
+}
+
+/* Fills every empty slot. */
+static void
+pool_fill(struct pool *pool)
+{
+	bool failed = false;
+	for (int i = 0; i < pool->p.size; i++) {
+		if (pool->slots[i] != NULL)
+			continue;
+		pool->slots[i] = worker_spawn(pool, i);
+		if (pool->slots[i] == NULL)
+			failed = true;
+	}
+	if (failed) {
+		pool->respawn_delay = 1.0;
+		respawn_soon(pool);
+	} else {
+		pool->respawn_delay = 0.0;
+	}
+	pool_pump(pool);
+}
+
+static void
+pool_respawn_cb(struct ev_loop *loop, ev_timer *t, int revents)
+{
+	(void)loop;
+	(void)revents;
+	pool_fill(t->data);
+}
+
+/* ---- dispatching --------------------------------------------------------- */
+
+static struct worker *
+idle_worker(struct pool *pool)
+{
+	for (int i = 0; i < pool->p.size; i++) {
+		struct worker *w = pool->slots[i];
+		if (w != NULL && w->state == WORKER_IDLE)
+			return w;
+	}
+	return NULL;
+}
+
+/* Backlog -> idle workers, oldest first. */
+static void
+pool_pump(struct pool *pool)
+{
+	struct worker *w;
+	while (pool->bl_head != NULL && (w = idle_worker(pool)) != NULL) {
+		struct job *j = pool->bl_head;
+		pool->bl_head = j->next;
+		if (pool->bl_head == NULL)
+			pool->bl_tail = NULL;
+		pool->nbacklog--;
+		j->next = NULL;
+		if (worker_give(w, j) < 0) {
+			struct handler_call *call = j->call;
+			job_free(j);
+			handler_fail(&call->out, RESULT_ERROR, "handler_failed",
+			    "out of memory handing the task to a worker");
+			handler_call_done(call);
+		}
+	}
+}
+
+static struct pool *cancel_pool;  /* the one pool; cancel only gets the call */
+
+static void
+pool_cancel(struct handler_call *call)
+{
+	struct pool *pool = cancel_pool;
+	struct job **pp = &pool->bl_head, *prev = NULL;
+	for (; *pp != NULL; prev = *pp, pp = &(*pp)->next) {
+		if ((*pp)->call == call) {
+			struct job *j = *pp;
+			*pp = j->next;
+			if (pool->bl_tail == j)
+				pool->bl_tail = prev;
+			pool->nbacklog--;
+			job_free(j);
+			return;
+		}
+	}
+	for (struct worker *w = pool->all.next; w != &pool->all; w = w->next) {
+		if (w->job != NULL && w->job->call == call) {
+			log_debug("cpu worker %d (pid %ld) killed: its task was stopped",
+			    w->slot + 1, (long)w->pid);
+			job_free(w->job);
+			w->job = NULL;
+			pool->st.busy--;
+			pool->st.killed++;
+			worker_kill(w);
+			worker_close(w);
+			return;
+		}
+	}
+}
+
+int
+pool_submit(struct pool *pool, struct handler_call *call, const char *handler)
+{
+	struct worker *w = idle_worker(pool);
+	if (w == NULL && pool->nbacklog >= pool->p.backlog)
+		return -1;
+	struct job *j = calloc(1, sizeof(*j));
+	if (j == NULL)
+		return -1;
+	j->call = call;
+	j->handler = handler;
+	j->seq = ++pool->seq;
+	call->cancel = pool_cancel;
+	if (w != NULL && worker_give(w, j) == 0)
+		return 0;
+	if (pool->bl_tail)
+		pool->bl_tail->next = j;
+	else
+		pool->bl_head = j;
+	pool->bl_tail = j;
+	pool->nbacklog++;
+	return 0;
+}
+
+/* ---- life cycle ---------------------------------------------------------- */
+
+static int
+pool_set_params(struct pool *pool, const struct pool_params *p)
+{
+	char **plugins = strv_dup(p->plugins);
+	if (plugins == NULL)
+		return -1;
+	if (!strv_eq(pool->plugins, p->plugins))
+		pool->gen++;
+	strv_free(pool->plugins);
+	pool->plugins = plugins;
+	pool->p = *p;
+	pool->p.plugins = NULL;
+	if (pool->p.size < 1)
+		pool->p.size = 1;
+	if (pool->p.max_result == 0)
+		pool->p.max_result = (size_t)16 << 20;
+	return 0;
+}
+
+struct pool *
+pool_new(struct ev_loop *loop, const struct pool_params *p, char *err, size_t errlen)
+{
+	struct pool *pool = calloc(1, sizeof(*pool));
+	if (pool == NULL || pool_set_params(pool, p) < 0) {
+		snprintf(err, errlen, "out of memory");
+		free(pool);
+		return NULL;
+	}
+	pool->loop = loop;
+	pool->self = getpid();
+	pool->all.next = pool->all.prev = &pool->all;
+	pool->exe = open("/proc/self/exe", O_RDONLY | O_CLOEXEC);
+	if (pool->exe < 0) {
+		snprintf(err, errlen, "cannot open /proc/self/exe: %s", strerror(errno));
+		strv_free(pool->plugins);
+		free(pool);
+		return NULL;
+	}
+	pool->nslots = pool->p.size;
+	pool->slots = calloc((size_t)pool->nslots, sizeof(*pool->slots));
+	if (pool->slots == NULL) {
+		snprintf(err, errlen, "out of memory");
+		close(pool->exe);
+		strv_free(pool->plugins);
+		free(pool);
+		return NULL;
+	}
+	ev_timer_init(&pool->respawn, pool_respawn_cb, 0.0, 0.0);
+	pool->respawn.data = pool;
+	cancel_pool = pool;
+	pool_fill(pool);
+	if (pool->st.alive == 0) {
+		snprintf(err, errlen, "no cpu worker could be started");
+		pool_free(pool);
+		return NULL;
+	}
+	return pool;
+}
+
+void
+pool_configure(struct pool *pool, const struct pool_params *p)
+{
+	unsigned gen = pool->gen;
+	if (pool_set_params(pool, p) < 0) {
+		log_error("cpu pool: out of memory applying the new configuration");
+		return;
+	}
+	if (pool->p.size > pool->nslots) {
+		struct worker **s = realloc(pool->slots, (size_t)pool->p.size * sizeof(*s));
+		if (s == NULL) {
+			log_error("cpu pool: out of memory growing to %d workers", pool->p.size);
+			pool->p.size = pool->nslots;
+		} else {
+			for (int i = pool->nslots; i < pool->p.size; i++)
+				s[i] = NULL;
+			pool->slots = s;
+			pool->nslots = pool->p.size;
+		}
+	}
+	/* Idle workers that are now surplus or out of date go at once; busy
+	 * ones when their task ends (worker_frame). */
+	for (int i = 0; i < pool->nslots; i++) {
+		struct worker *w = pool->slots[i];
+		if (w != NULL && w->state == WORKER_IDLE &&
+		    (i >= pool->p.size || w->gen != pool->gen))
+			worker_close(w);
+	}
+	if (gen != pool->gen)
+		log_info("cpu pool: plugins changed, replacing workers as they become idle");
+	pool->respawn_delay = 0;
+	pool_fill(pool);
+}
+
+void
+pool_stats(const struct pool *pool, struct pool_stats *out)
+{
+	*out = pool->st;
+	out->size = pool->p.size;
+	out->backlog = pool->nbacklog;
+}
+
+void
+pool_free(struct pool *pool)
+{
+	if (pool == NULL)
+		return;
+	ev_timer_stop(pool->loop, &pool->respawn);
+	struct worker *w = pool->all.next;
+	while (w != &pool->all) {
+		struct worker *next = w->next;
+		worker_kill(w);
+		if (w->fd >= 0) {
+			ev_io_stop(pool->loop, &w->rio);
+			ev_io_stop(pool->loop, &w->wio);
+			close(w->fd);
+		}
+		ev_child_stop(pool->loop, &w->child);
+		/* SIGKILLed: this wait is short.  libev may have reaped it
+		 * already (ECHILD). */
+		while (waitpid(w->pid, NULL, 0) < 0 && errno == EINTR)
+			;
+		if (w->pidfd >= 0)
+			close(w->pidfd);
+		free(w->job);
+		buf_free(&w->in);
+		buf_free(&w->out);
+		free(w);
+		w = next;
+	}
+	while (pool->bl_head != NULL) {
+		struct job *j = pool->bl_head;
+		pool->bl_head = j->next;
+		free(j);
+	}
+	if (cancel_pool == pool)
+		cancel_pool = NULL;
+	close(pool->exe);
+	strv_free(pool->plugins);
+	free(pool->slots);
+	free(pool);
+}

@@ -1,0 +1,223 @@
+#include "worker.h"
+
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/types.h>
+#include <unistd.h>
+
+#include "buf.h"
+#include "frame.h"
+#include "handler.h"
+#include "log.h"
+#include "plugin.h"
+#include "worker_exec.h"
+
+struct worker {
+	unsigned slot;
+	struct buf in;       /* the frame being read */
+	struct buf out;      /* the frame being written */
+	struct handler_output res;
+};
+
+int
+worker_wanted(void)
+{
+	return getenv(WORKER_ENV) != NULL;
+}
+
+/* Reads exactly n bytes; 0 on success, -1 on end of file or error. */
+static int
+read_full(int fd, void *p, size_t n)
+{
+	char *c = p;
+	while (n > 0) {
+		ssize_t r = read(fd, c, n);
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r <= 0)
+			return -1;
+		c += r;
+		n -= (size_t)r;
+	}
+	return 0;
+}
+
+static int
+write_full(int fd, const void *p, size_t n)
+{
+	const char *c = p;
+	while (n > 0) {
+		ssize_t w = write(fd, c, n);
+		if (w < 0 && errno == EINTR)
+			continue;
+		if (w <= 0)
+			return -1;
+		c += w;
+		n -= (size_t)w;
+	}
+	return 0;
+}
+
+/* The next whole frame into w->in; -1 at end of file (time to go). */
+static int
+read_frame(struct worker *w)
+{
+	unsigned char hdr[FRAME_HEADER];
+	if (read_full(WORKER_FD, hdr, sizeof(hdr)) < 0)
+		return -1;
+	size_t size = frame_size(hdr, sizeof(hdr), FRAME_MAX);
+	if (size == (size_t)-1)
+		return -1;
+	buf_reset(&w->in);
+	if (buf_append(&w->in, hdr, sizeof(hdr)) < 0 ||
+	    buf_reserve(&w->in, size - FRAME_HEADER) < 0)
+		return -1;
+	if (read_full(WORKER_FD, w->in.data + FRAME_HEADER, size - FRAME_HEADER) < 0)
+		return -1;
+	w->in.len = size;
+	return 0;
+}
+
+/* Resident set size in bytes, from /proc/self/statm (pages). */
+static uint64_t
+rss_bytes(void)
+{
+	FILE *f = fopen("/proc/self/statm", "re");
+	unsigned long size = 0, resident = 0;
+	if (f == NULL)
+		return 0;
+	if (fscanf(f, "%lu %lu", &size, &resident) != 2)
+		resident = 0;
+	fclose(f);
+	return (uint64_t)resident * (uint64_t)sysconf(_SC_PAGESIZE);
+}
+
+/* Tells the parent the process group of an exec task's program, so its
+ * deadline kill reaches the program too. */
+static void
+report_child(void *ctx, uint64_t seq, pid_t pgid)
+{
+	struct worker *w = ctx;
+	struct frame_child c = { .seq = seq, .pgid = (int32_t)pgid };
+	struct buf b = { 0 };
+	if (frame_put_child(&b, &c) == 0)
+		(void)write_full(WORKER_FD, b.data, b.len);
+	buf_free(&b);
+	(void)w;
+}
+
+static void
+run_task(struct worker *w, const struct frame_task *t)
+{
+	struct handler_output *out = &w->res;
+	struct handler_input in = {
+		.payload = t->payload,
+		.len = t->len,
+		.content_type = t->content_type,
+		.deadline = t->deadline,
+	};
+
+	buf_reset(&out->body);
+	out->status = RESULT_OK;
+	out->error_code = NULL;
+	out->content_type = NULL;
+
+	const struct handler *h = handler_find(t->handler);
+	if (t->argv != NULL && strcmp(t->handler, WORKER_EXEC_HANDLER) == 0) {
+		worker_exec(t->argv, &in, t->seq, report_child, w, out);
+	} else if (h != NULL && h->kind == HANDLER_CPU && h->run != NULL) {
+		h->run(&in, out);
+	} else if (plugin_run(t->handler, &in, out) < 0) {
+		handler_fail(out, RESULT_ERROR, "handler_failed",
+		    "no cpu handler '%s' in this worker", t->handler);
+	}
+}
+
+static int
+send_result(struct worker *w, const struct frame_task *t)
+{
+	struct handler_output *out = &w->res;
+	bool ok = out->status == RESULT_OK;
+	struct frame_result r = {
+		.seq = t->seq,
+		.status = (uint8_t)out->status,
+		.rss = (t->flags & FRAME_MEASURE_RSS) ? rss_bytes() : 0,
+		.error_code = ok ? NULL : out->error_code,
+		.content_type = out->content_type,
+		.body = out->body.data,
+		.len = out->body.len,
+	};
+	buf_reset(&w->out);
+	if (frame_put_result(&w->out, &r) < 0) {
+		/* The body could not be framed (memory): say so instead. */
+		handler_fail(out, RESULT_ERROR, "handler_failed",
+		    "the worker ran out of memory sending the result");
+		r.status = RESULT_ERROR;
+		r.error_code = out->error_code;
+		r.content_type = NULL;
+		r.body = out->body.data;
+		r.len = out->body.len;
+		buf_reset(&w->out);
+		if (frame_put_result(&w->out, &r) < 0)
+			return -1;
+	}
+	return write_full(WORKER_FD, w->out.data, w->out.len);
+}
+
+int
+worker_main(void)
+{
+	struct worker w = { 0 };
+	const char *parent = getenv(WORKER_ENV);
+	long ppid = parent ? strtol(parent, NULL, 10) : 0;
+
+	/* The parent may have died between fork and exec: PDEATHSIG was set
+	 * before the exec and survives it, but only fires for a later death. */
+	if (ppid <= 1 || getppid() != (pid_t)ppid)
+		return 1;
+	unsetenv(WORKER_ENV);
+	log_init();
+	/* exec tasks write to a program's stdin; one that exits early must
+	 * give EPIPE, not kill the worker. */
+	signal(SIGPIPE, SIG_IGN);
+
+	if (read_frame(&w) < 0)
+		return 0;
+	struct frame_hello hello;
+	if (frame_get_hello(w.in.data, w.in.len, &hello) < 0) {
+		log_error("cpu worker: malformed hello from the daemon");
+		return 1;
+	}
+	w.slot = hello.slot;
+	if (hello.plugins != NULL && hello.plugins[0] != NULL) {
+		struct buf err = { 0 };
+		if (plugin_load_all(hello.plugins, &err) < 0) {
+			log_error("cpu worker %u: %s", w.slot, err.data ? err.data : "out of memory");
+			return 1;
+		}
+		buf_free(&err);
+	}
+	frame_free_vec(hello.plugins);
+
+	for (;;) {
+		if (read_frame(&w) < 0)
+			break;
+		struct frame_task t;
+		if (frame_get_task(w.in.data, w.in.len, &t) < 0) {
+			log_error("cpu worker %u: malformed task frame from the daemon", w.slot);
+			return 1;
+		}
+		run_task(&w, &t);
+		int rc = send_result(&w, &t);
+		frame_free_vec(t.argv);
+		if (rc < 0)
+			break;
+	}
+	buf_free(&w.in);
+	buf_free(&w.out);
+	buf_free(&w.res.body);
+	return 0;
+}

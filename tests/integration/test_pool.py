@@ -1,0 +1,220 @@
+"""The CPU pool: CPU handlers run in worker processes sized to the machine;
+a worker killed mid-task is replaced and its task retried; a runaway task
+is killed at its deadline; workers are recycled; exec tasks of kind cpu."""
+
+import hashlib
+import os
+import signal
+import time
+
+from taskdtest import TaskdTestCase, new_id
+
+BUILDDIR = os.environ.get("TOP_BUILDDIR") or os.path.dirname(os.environ.get("TASKD", "."))
+MISBEHAVE = os.path.join(BUILDDIR, "tests", "plugins", "misbehave.so")
+
+
+def worker_pids(daemon_pid):
+    """{pid: title} of the daemon's CPU workers, from /proc."""
+    out = {}
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open("/proc/%s/stat" % name) as f:
+                stat = f.read()
+            with open("/proc/%s/cmdline" % name, "rb") as f:
+                cmd = f.read().split(b"\0")[0].decode(errors="replace")
+        except OSError:
+            continue
+        # The comm field may hold blanks and parentheses: split after it.
+        fields = stat[stat.rindex(")") + 2:].split()
+        if int(fields[1]) == daemon_pid and fields[0] != "Z" and \
+                cmd.startswith("taskd: cpu worker"):
+            out[int(name)] = cmd
+    return out
+
+
+def proc_state(pid):
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            stat = f.read()
+    except OSError:
+        return None
+    return stat[stat.rindex(")") + 2:].split()[0]
+
+
+class Pool(TaskdTestCase):
+    def start_with(self, conf=None, tasks=None, plugins=None):
+        d = self.taskd(conf, start=False, tasks=tasks)
+        if plugins:
+            d.conf["plugins"] = plugins
+            d.write_config()
+        d.start()
+        return d
+
+    def wait_pool(self, d, n, exclude=()):
+        """Waits until the daemon has exactly n workers, none in exclude."""
+        def ok():
+            pids = worker_pids(d.pid)
+            return pids if len(pids) == n and not set(pids) & set(exclude) else None
+        return self.wait_for("pool of %d workers (not %s)" % (n, sorted(exclude)), ok, 5)
+
+    def test_size_and_titles(self):
+        d = self.start_with({"cpu.workers": 2})
+        pids = self.wait_pool(d, 2)
+        self.assertEqual(sorted(pids.values()), ["taskd: cpu worker 1", "taskd: cpu worker 2"])
+        line = d.wait_log(r"cpu pool: 2 workers \(cpu.workers = 2", 5)
+        self.assertIn("usable cores", line)
+
+    def test_default_size_is_usable_cores(self):
+        d = self.start_with()
+        line = d.wait_log(r"cpu pool: \d+ workers", 5)
+        n = int(line.split("cpu pool: ")[1].split()[0])
+        self.assertEqual(n, len(os.sched_getaffinity(0)), line)
+        self.wait_pool(d, n)
+
+    def test_cpu_handlers_in_workers(self):
+        d = self.start_with({"cpu.workers": 2})
+        body = os.urandom(300000)
+        res = self.run_task("sha256", body)
+        self.assert_result(res, "sha256", correlation_id=res.correlation_id)
+        self.assertEqual(res.body.decode(), hashlib.sha256(body).hexdigest())
+        res = self.run_task("burn", b"30")
+        self.assert_result(res, "burn", correlation_id=res.correlation_id)
+        self.assertEqual(res.body, b"30")
+        # Two burns at once take about one burn's wall time on 2 workers.
+        ids = [new_id() for _ in range(2)]
+        for cid in ids:
+            self.publish(b"300", task="burn", correlation_id=cid)
+        got = self.collect_ids(ids, 20)
+        self.assertTrue(all(r.status == "ok" for r in got), got)
+        self.wait_pool(d, 2)
+
+    def test_worker_killed_mid_task_is_retried(self):
+        d = self.start_with({"cpu.workers": 1},
+                            tasks=[{"name": "burn", "handler": "burn", "retries": 1}])
+        (victim,) = self.wait_pool(d, 1)
+        cid = new_id()
+        self.publish(b"1500", task="burn", correlation_id=cid)
+        self.wait_for("worker %d running the task" % victim,
+                      lambda: proc_state(victim) == "R", 10, interval=0.01)
+        os.kill(victim, signal.SIGKILL)
+        # Replaced within a second, while the task waits out its backoff.
+        self.wait_for("a new worker within 1 s", lambda: (
+            len(worker_pids(d.pid)) == 1 and victim not in worker_pids(d.pid)), 1.0,
+            interval=0.01)
+        res = self.collect(1, 20)[0]
+        self.assertEqual(res.correlation_id, cid)
+        self.assertEqual(res.status, "ok", res)
+        self.assertEqual(res.headers.get("taskd-attempt"), 2, res)
+        self.assertEqual(res.body, b"1500")
+        self.wait_pool(d, 1, exclude=[victim])
+        d.wait_log(r"cpu worker 1 \(pid %d\) lost while running a task: .*signal 9" % victim, 5)
+
+    def test_crash_without_retries_answers_worker_crashed(self):
+        d = self.start_with({"cpu.workers": 1})
+        (victim,) = self.wait_pool(d, 1)
+        self.publish(b"5000", task="burn", correlation_id="c-crash")
+        self.wait_for("worker busy", lambda: proc_state(victim) == "R", 10, interval=0.01)
+        os.kill(victim, signal.SIGKILL)
+        res = self.collect(1, 10)[0]
+        self.assertEqual(res.status, "error", res)
+        self.assertEqual(res.error()["error"], "worker_crashed")
+        self.assertEqual(res.headers.get("taskd-attempt"), 1)
+        self.wait_pool(d, 1, exclude=[victim])
+
+    def test_runaway_task_is_killed_at_deadline(self):
+        d = self.start_with({"cpu.workers": 1},
+                            tasks=[{"name": "spin", "handler": "spin", "timeout": 1.0},
+                                   {"name": "pid", "handler": "pid"}],
+                            plugins=[MISBEHAVE])
+        (first,) = self.wait_pool(d, 1)
+        t0 = time.monotonic()
+        self.publish(b"", task="spin", correlation_id="c-spin")
+        res = self.collect(1, 10)[0]
+        elapsed = time.monotonic() - t0
+        self.assertEqual(res.status, "timeout", res)
+        self.assertEqual(res.error()["error"], "timeout")
+        self.assertLess(elapsed, 2.0, "timeout answered after %.2f s" % elapsed)
+        self.assertGreaterEqual(elapsed, 0.95)
+        self.wait_pool(d, 1, exclude=[first])
+        # The replacement works.
+        res = self.run_task("pid", b"")
+        self.assertEqual(res.status, "ok", res)
+        self.assertNotEqual(int(res.body), first)
+
+    def test_max_tasks_per_child_recycles(self):
+        d = self.start_with({"cpu.workers": 1, "cpu.max_tasks_per_child": 2},
+                            tasks=[{"name": "pid", "handler": "pid"}],
+                            plugins=[MISBEHAVE])
+        pids = [int(self.run_task("pid", b"").body) for _ in range(5)]
+        self.assertEqual(pids[0], pids[1], pids)
+        self.assertEqual(pids[2], pids[3], pids)
+        self.assertEqual(len(set(pids)), 3, pids)
+        self.wait_pool(d, 1, exclude=pids[:4])
+
+    def test_max_memory_recycles(self):
+        d = self.start_with({"cpu.workers": 1, "cpu.max_memory": 64 * 1024 * 1024,
+                             "log.level": "debug"},
+                            tasks=[{"name": "grow", "handler": "grow"},
+                                   {"name": "pid", "handler": "pid"}],
+                            plugins=[MISBEHAVE])
+        small = int(self.run_task("grow", b"1").body)
+        self.assertEqual(int(self.run_task("pid", b"").body), small, "1 MiB keeps the worker")
+        big = int(self.run_task("grow", b"100").body)
+        self.assertEqual(big, small)
+        d.wait_log(r"recycled: RSS \d+ bytes is above cpu.max_memory", 5)
+        after = int(self.run_task("pid", b"").body)
+        self.assertNotEqual(after, big, "a worker above cpu.max_memory is replaced")
+
+    def test_reload_resizes(self):
+        d = self.start_with({"cpu.workers": 1})
+        self.wait_pool(d, 1)
+        d.conf["cpu"]["workers"] = 2
+        d.write_config()
+        os.kill(d.pid, signal.SIGHUP)
+        self.wait_pool(d, 2)
+        d.conf["cpu"]["workers"] = 1
+        d.write_config()
+        os.kill(d.pid, signal.SIGHUP)
+        self.wait_pool(d, 1)
+        res = self.run_task("burn", b"10")
+        self.assertEqual(res.status, "ok", res)
+
+    def test_exec_cpu(self):
+        d = self.start_with({"cpu.workers": 1}, tasks=[
+            {"name": "cat", "kind": "cpu", "exec": ["/bin/cat"]},
+            {"name": "fail", "kind": "cpu",
+             "exec": ["/bin/sh", "-c", "echo oops >&2; exit 3"]},
+            {"name": "hang", "kind": "cpu", "exec": ["/bin/sleep", "30"], "timeout": 1.0},
+        ])
+        (first,) = self.wait_pool(d, 1)
+        body = os.urandom(200000)
+        res = self.run_task("cat", body)
+        self.assertEqual(res.status, "ok", res)
+        self.assertEqual(res.body, body)
+        res = self.run_task("fail", b"")
+        self.assertEqual(res.status, "error", res)
+        doc = res.error()
+        self.assertEqual(doc["error"], "handler_failed")
+        self.assertIn("oops", doc["message"])
+        self.assertIn("3", doc["message"])
+        t0 = time.monotonic()
+        res = self.run_task("hang", b"")
+        self.assertEqual(res.status, "timeout", res)
+        self.assertLess(time.monotonic() - t0, 2.5)
+        # No sleep left behind, and the pool is whole.
+        self.wait_pool(d, 1)
+
+        def sleepers():
+            found = []
+            for name in os.listdir("/proc"):
+                if name.isdigit():
+                    try:
+                        with open("/proc/%s/cmdline" % name, "rb") as f:
+                            if f.read() == b"/bin/sleep\x0030\x00":
+                                found.append(name)
+                    except OSError:
+                        pass
+            return found
+        self.wait_for("the timed-out program gone", lambda: not sleepers(), 5)
