@@ -299,9 +299,10 @@ stack_get(void)
 		stack_unmap(c); /* made before a reload changed the size */
 	}
 
-	/* Guard page, stack, and the struct on top (its own page(s)). */
-	size_t head = round_page(sizeof(struct coro));
-	size_t len = S.page + S.stack_size + head;
+	/* Guard page, then the stack with the struct at its very top: a
+	 * coroutine that stays shallow touches a single page, struct
+	 * included, which is what lets ten thousand of them wait in ~40 MB. */
+	size_t len = S.page + S.stack_size;
 	char *map = mmap(NULL, len, PROT_READ | PROT_WRITE,
 	    MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_STACK, -1, 0);
 	if (map == MAP_FAILED)
@@ -312,7 +313,7 @@ stack_get(void)
 		errno = e;
 		return NULL;
 	}
-	c = (struct coro *)(map + len - head);
+	c = (struct coro *)((uintptr_t)(map + len - sizeof(struct coro)) & ~(uintptr_t)63);
 	memset(c, 0, sizeof(*c));
 	c->map = map;
 	c->map_len = len;
@@ -535,12 +536,18 @@ coro_wake_now(struct coro *c)
 		coro_resume(c);
 }
 
-struct poll_wait {
-	struct coro *c;
-	ev_io io[CORO_POLL_MAX];
-	struct pollfd *fds;
+/* A timer wait; first member of a poll wait so one callback serves both.
+ * Kept small: it lives on the stack of every waiting coroutine. */
+struct timer_wait {
 	ev_timer timer;
+	struct coro *c;
 	bool timed_out;
+};
+
+struct poll_wait {
+	struct timer_wait t;
+	struct pollfd *fds;
+	ev_io io[CORO_POLL_MAX];
 };
 
 static void
@@ -556,7 +563,7 @@ poll_io_cb(struct ev_loop *loop, ev_io *w, int revents)
 		p->revents |= POLLOUT;
 	if (revents & EV_ERROR)
 		p->revents |= POLLERR;
-	coro_wake_now(pw->c);
+	coro_wake_now(pw->t.c);
 }
 
 static void
@@ -564,9 +571,9 @@ poll_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
 {
 	(void)loop;
 	(void)revents;
-	struct poll_wait *pw = w->data;
-	pw->timed_out = true;
-	coro_wake_now(pw->c);
+	struct timer_wait *tw = w->data;
+	tw->timed_out = true;
+	coro_wake_now(tw->c);
 }
 
 /* Seconds until deadline, or -1 for none; 0 when it has passed. */
@@ -592,9 +599,9 @@ coro_poll(struct pollfd *fds, nfds_t n, double deadline)
 		return CORO_CANCELLED;
 	if (left == 0)
 		return CORO_TIMEOUT;
-	pw.c = c;
+	pw.t.c = c;
 	pw.fds = fds;
-	pw.timed_out = false;
+	pw.t.timed_out = false;
 	for (nfds_t i = 0; i < n; i++) {
 		int ev = (fds[i].events & POLLIN ? EV_READ : 0) |
 		    (fds[i].events & POLLOUT ? EV_WRITE : 0);
@@ -605,18 +612,18 @@ coro_poll(struct pollfd *fds, nfds_t n, double deadline)
 			ev_io_start(S.loop, &pw.io[i]);
 	}
 	if (left > 0) {
-		ev_timer_init(&pw.timer, poll_timer_cb, left, 0.0);
-		pw.timer.data = &pw;
-		ev_timer_start(S.loop, &pw.timer);
+		ev_timer_init(&pw.t.timer, poll_timer_cb, left, 0.0);
+		pw.t.timer.data = &pw.t;
+		ev_timer_start(S.loop, &pw.t.timer);
 	}
 	coro_yield();
 	for (nfds_t i = 0; i < n; i++)
 		ev_io_stop(S.loop, &pw.io[i]);
 	if (left > 0)
-		ev_timer_stop(S.loop, &pw.timer);
+		ev_timer_stop(S.loop, &pw.t.timer);
 	if (c->cancelled)
 		return CORO_CANCELLED;
-	return pw.timed_out ? CORO_TIMEOUT : CORO_READY;
+	return pw.t.timed_out ? CORO_TIMEOUT : CORO_READY;
 }
 
 enum coro_status
@@ -630,19 +637,19 @@ enum coro_status
 coro_sleep(double seconds)
 {
 	struct coro *c = S.current;
-	struct poll_wait pw;
+	struct timer_wait tw;
 
 	if (c == NULL)
 		abort();
 	if (c->cancelled)
 		return CORO_CANCELLED;
-	pw.c = c;
-	pw.timed_out = false;
-	ev_timer_init(&pw.timer, poll_timer_cb, seconds > 0 ? seconds : 0, 0.0);
-	pw.timer.data = &pw;
-	ev_timer_start(S.loop, &pw.timer);
+	tw.c = c;
+	tw.timed_out = false;
+	ev_timer_init(&tw.timer, poll_timer_cb, seconds > 0 ? seconds : 0, 0.0);
+	tw.timer.data = &tw;
+	ev_timer_start(S.loop, &tw.timer);
 	coro_yield();
-	ev_timer_stop(S.loop, &pw.timer);
+	ev_timer_stop(S.loop, &tw.timer);
 	return c->cancelled ? CORO_CANCELLED : CORO_READY;
 }
 
@@ -676,7 +683,7 @@ enum coro_status
 coro_wait_child(struct coro_child *w, double deadline, int *status)
 {
 	struct coro *c = S.current;
-	struct poll_wait pw;
+	struct timer_wait tw;
 	double left = time_left(deadline);
 
 	if (c == NULL)
@@ -686,18 +693,18 @@ coro_wait_child(struct coro_child *w, double deadline, int *status)
 			return CORO_CANCELLED;
 		if (left == 0)
 			return CORO_TIMEOUT;
-		pw.c = c;
-		pw.timed_out = false;
+		tw.c = c;
+		tw.timed_out = false;
 		if (left > 0) {
-			ev_timer_init(&pw.timer, poll_timer_cb, left, 0.0);
-			pw.timer.data = &pw;
-			ev_timer_start(S.loop, &pw.timer);
+			ev_timer_init(&tw.timer, poll_timer_cb, left, 0.0);
+			tw.timer.data = &tw;
+			ev_timer_start(S.loop, &tw.timer);
 		}
 		w->waiter = c;
 		coro_yield();
 		w->waiter = NULL;
 		if (left > 0)
-			ev_timer_stop(S.loop, &pw.timer);
+			ev_timer_stop(S.loop, &tw.timer);
 		if (!w->exited)
 			return c->cancelled ? CORO_CANCELLED : CORO_TIMEOUT;
 	}
@@ -751,7 +758,7 @@ enum coro_status
 coro_wait(double deadline)
 {
 	struct coro *c = S.current;
-	struct poll_wait pw;
+	struct timer_wait tw;
 	double left = time_left(deadline);
 
 	if (c == NULL)
@@ -764,19 +771,19 @@ coro_wait(double deadline)
 	}
 	if (left == 0)
 		return CORO_TIMEOUT;
-	pw.c = c;
-	pw.timed_out = false;
+	tw.c = c;
+	tw.timed_out = false;
 	if (left > 0) {
-		ev_timer_init(&pw.timer, poll_timer_cb, left, 0.0);
-		pw.timer.data = &pw;
-		ev_timer_start(S.loop, &pw.timer);
+		ev_timer_init(&tw.timer, poll_timer_cb, left, 0.0);
+		tw.timer.data = &tw;
+		ev_timer_start(S.loop, &tw.timer);
 	}
 	c->in_wait = true;
 	coro_yield();
 	c->in_wait = false;
 	ready_remove(c);
 	if (left > 0)
-		ev_timer_stop(S.loop, &pw.timer);
+		ev_timer_stop(S.loop, &tw.timer);
 	if (c->cancelled)
 		return CORO_CANCELLED;
 	if (c->woken) {
