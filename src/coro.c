@@ -567,13 +567,25 @@ poll_io_cb(struct ev_loop *loop, ev_io *w, int revents)
 }
 
 static void
-poll_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
+timer_wait_cb(struct ev_loop *loop, ev_timer *w, int revents)
 {
 	(void)loop;
 	(void)revents;
 	struct timer_wait *tw = w->data;
 	tw->timed_out = true;
 	coro_wake_now(tw->c);
+}
+
+/* Arms tw to fire after seconds.  libev measures timers from the time it
+ * cached at the start of this loop iteration; refresh it first, or a wait
+ * started late in a busy iteration would end early. */
+static void
+timer_wait_start(struct timer_wait *tw, double seconds)
+{
+	ev_timer_init(&tw->timer, timer_wait_cb, seconds, 0.0);
+	tw->timer.data = tw;
+	ev_now_update(S.loop);
+	ev_timer_start(S.loop, &tw->timer);
 }
 
 /* Seconds until deadline, or -1 for none; 0 when it has passed. */
@@ -612,9 +624,7 @@ coro_poll(struct pollfd *fds, nfds_t n, double deadline)
 			ev_io_start(S.loop, &pw.io[i]);
 	}
 	if (left > 0) {
-		ev_timer_init(&pw.t.timer, poll_timer_cb, left, 0.0);
-		pw.t.timer.data = &pw.t;
-		ev_timer_start(S.loop, &pw.t.timer);
+		timer_wait_start(&pw.t, left);
 	}
 	coro_yield();
 	for (nfds_t i = 0; i < n; i++)
@@ -645,9 +655,7 @@ coro_sleep(double seconds)
 		return CORO_CANCELLED;
 	tw.c = c;
 	tw.timed_out = false;
-	ev_timer_init(&tw.timer, poll_timer_cb, seconds > 0 ? seconds : 0, 0.0);
-	tw.timer.data = &tw;
-	ev_timer_start(S.loop, &tw.timer);
+	timer_wait_start(&tw, seconds > 0 ? seconds : 0);
 	coro_yield();
 	ev_timer_stop(S.loop, &tw.timer);
 	return c->cancelled ? CORO_CANCELLED : CORO_READY;
@@ -696,9 +704,7 @@ coro_wait_child(struct coro_child *w, double deadline, int *status)
 		tw.c = c;
 		tw.timed_out = false;
 		if (left > 0) {
-			ev_timer_init(&tw.timer, poll_timer_cb, left, 0.0);
-			tw.timer.data = &tw;
-			ev_timer_start(S.loop, &tw.timer);
+			timer_wait_start(&tw, left);
 		}
 		w->waiter = c;
 		coro_yield();
@@ -774,9 +780,7 @@ coro_wait(double deadline)
 	tw.c = c;
 	tw.timed_out = false;
 	if (left > 0) {
-		ev_timer_init(&tw.timer, poll_timer_cb, left, 0.0);
-		tw.timer.data = &tw;
-		ev_timer_start(S.loop, &tw.timer);
+		timer_wait_start(&tw, left);
 	}
 	c->in_wait = true;
 	coro_yield();
