@@ -189,21 +189,18 @@ fetch_perform(CURL *easy, double deadline, CURLcode *result)
 		    CURLE_FAILED_INIT;
 		return CORO_READY;
 	}
-	/* Wake-ups for other reasons are not expected, but a wait may
-	 * return READY before done only if woken spuriously: loop. */
-	while (!r.done) {
-		s = coro_wait(deadline);
-		if (s != CORO_READY)
-			break;
-	}
-	if (!r.done) {
-		/* Timed out or cancelled: detach on the main stack (this may
-		 * close connections, TLS included). */
+	/* Only fetch_check_done() wakes us; loop anyway, so that a stray
+	 * wake-up cannot end the wait early. */
+	while (!r.done && (s = coro_wait(deadline)) == CORO_READY)
+		;
+	/* Timed out or cancelled mid-transfer: detach on the main stack
+	 * (this may close the connection, TLS included).  A cancel that
+	 * comes after the transfer finished still answers CANCELLED. */
+	if (!r.done)
 		coro_call_main(fetch_remove_main, &r);
-		curl_easy_setopt(easy, CURLOPT_PRIVATE, NULL);
-		return s;
-	}
 	curl_easy_setopt(easy, CURLOPT_PRIVATE, NULL);
+	if (s != CORO_READY)
+		return s;
 	*result = r.result;
 	return CORO_READY;
 }
