@@ -361,6 +361,10 @@ worker_read_cb(struct ev_loop *loop, ev_io *io, int revents)
 			return;
 		}
 		w->in.len += (size_t)r;
+		/* A short read drained the socket: skip the read(2) that would
+		 * only say EAGAIN (level-triggered, the loop calls back if more
+		 * comes). */
+		bool drained = w->in.len < w->in.cap - 1;
 		/* Every whole frame; a result hands the worker back, and
 		 * done() may submit again, so re-check the state each time. */
 		while (w->state != WORKER_GONE) {
@@ -387,6 +391,8 @@ worker_read_cb(struct ev_loop *loop, ev_io *io, int revents)
 			if (w->in.cap > 1 << 20)
 				buf_free(&w->in);
 		}
+		if (drained)
+			break;
 	}
 	pool_pump(pool);
 }

@@ -17,7 +17,10 @@
 
 struct worker {
 	unsigned slot;
-	struct buf in;       /* the frame being read */
+	struct buf in;       /* bytes read from the channel */
+	size_t in_off;       /* where the unparsed bytes of in start */
+	const char *frame;   /* the current frame, inside in */
+	size_t frame_len;
 	struct buf out;      /* the frame being written */
 	struct handler_output res;
 };
@@ -26,23 +29,6 @@ int
 worker_wanted(void)
 {
 	return getenv(WORKER_ENV) != NULL;
-}
-
-/* Reads exactly n bytes; 0 on success, -1 on end of file or error. */
-static int
-read_full(int fd, void *p, size_t n)
-{
-	char *c = p;
-	while (n > 0) {
-		ssize_t r = read(fd, c, n);
-		if (r < 0 && errno == EINTR)
-			continue;
-		if (r <= 0)
-			return -1;
-		c += r;
-		n -= (size_t)r;
-	}
-	return 0;
 }
 
 static int
@@ -61,23 +47,46 @@ write_full(int fd, const void *p, size_t n)
 	return 0;
 }
 
-/* The next whole frame into w->in; -1 at end of file (time to go). */
+/* Reads what is there (at least one byte) into w->in. */
+static int
+fill(struct worker *w, size_t want)
+{
+	if (buf_reserve(&w->in, want < 65536 ? 65536 : want) < 0)
+		return -1;
+	for (;;) {
+		ssize_t r = read(WORKER_FD, w->in.data + w->in.len, w->in.cap - w->in.len - 1);
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r <= 0)
+			return -1;
+		w->in.len += (size_t)r;
+		return 0;
+	}
+}
+
+/* The next whole frame (w->frame); -1 at end of file (time to go).  Reads
+ * as much as the channel holds at once: a small task costs one read(2). */
 static int
 read_frame(struct worker *w)
 {
-	unsigned char hdr[FRAME_HEADER];
-	if (read_full(WORKER_FD, hdr, sizeof(hdr)) < 0)
-		return -1;
-	size_t size = frame_size(hdr, sizeof(hdr), FRAME_MAX);
+	if (w->in_off > 0) {
+		/* Keep only what follows the previous frame. */
+		memmove(w->in.data, w->in.data + w->in_off, w->in.len - w->in_off);
+		w->in.len -= w->in_off;
+		w->in_off = 0;
+	}
+	size_t size;
+	while ((size = frame_size(w->in.data, w->in.len, FRAME_MAX)) == 0)
+		if (fill(w, FRAME_HEADER) < 0)
+			return -1;
 	if (size == (size_t)-1)
 		return -1;
-	buf_reset(&w->in);
-	if (buf_append(&w->in, hdr, sizeof(hdr)) < 0 ||
-	    buf_reserve(&w->in, size - FRAME_HEADER) < 0)
-		return -1;
-	if (read_full(WORKER_FD, w->in.data + FRAME_HEADER, size - FRAME_HEADER) < 0)
-		return -1;
-	w->in.len = size;
+	while (w->in.len < size)
+		if (fill(w, size - w->in.len) < 0)
+			return -1;
+	w->frame = w->in.data;
+	w->frame_len = size;
+	w->in_off = size;
 	return 0;
 }
 
@@ -187,7 +196,7 @@ worker_main(void)
 	if (read_frame(&w) < 0)
 		return 0;
 	struct frame_hello hello;
-	if (frame_get_hello(w.in.data, w.in.len, &hello) < 0) {
+	if (frame_get_hello(w.frame, w.frame_len, &hello) < 0) {
 		log_error("cpu worker: malformed hello from the daemon");
 		return 1;
 	}
@@ -206,7 +215,7 @@ worker_main(void)
 		if (read_frame(&w) < 0)
 			break;
 		struct frame_task t;
-		if (frame_get_task(w.in.data, w.in.len, &t) < 0) {
+		if (frame_get_task(w.frame, w.frame_len, &t) < 0) {
 			log_error("cpu worker %u: malformed task frame from the daemon", w.slot);
 			return 1;
 		}
