@@ -664,12 +664,12 @@ pool_pump(struct pool *pool)
 	}
 }
 
-static struct pool *cancel_pool;  /* the one pool; cancel only gets the call */
-
 static void
 pool_cancel(struct handler_call *call)
 {
-	struct pool *pool = cancel_pool;
+	/* The pool is this call's handler: its state hangs off the call's
+	 * handler-owned timer (handler.h), which it never starts. */
+	struct pool *pool = call->timer.data;
 	struct job **pp = &pool->bl_head, *prev = NULL;
 	for (; *pp != NULL; prev = *pp, pp = &(*pp)->next) {
 		if ((*pp)->call == call) {
@@ -710,6 +710,7 @@ pool_submit(struct pool *pool, struct handler_call *call, const char *handler)
 	j->handler = handler;
 	j->seq = ++pool->seq;
 	call->cancel = pool_cancel;
+	call->timer.data = pool;
 	if (w != NULL && worker_give(w, j) == 0)
 		return 0;
 	if (pool->bl_tail)
@@ -772,7 +773,6 @@ pool_new(struct ev_loop *loop, const struct pool_params *p, char *err, size_t er
 	}
 	ev_timer_init(&pool->respawn, pool_respawn_cb, 0.0, 0.0);
 	pool->respawn.data = pool;
-	cancel_pool = pool;
 	pool_fill(pool);
 	if (pool->st.alive == 0) {
 		snprintf(err, errlen, "no cpu worker could be started");
@@ -857,8 +857,6 @@ pool_free(struct pool *pool)
 		pool->bl_head = j->next;
 		free(j);
 	}
-	if (cancel_pool == pool)
-		cancel_pool = NULL;
 	close(pool->exe);
 	strv_free(pool->plugins);
 	free(pool->slots);
