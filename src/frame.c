@@ -98,7 +98,9 @@ frame_put_task(struct buf *b, const struct frame_task *m)
 		return -1;
 	int rc = put(b, &m->seq, sizeof(m->seq)) < 0 ||
 	    put(b, &m->deadline, sizeof(m->deadline)) < 0 ||
-	    put_u32(b, m->flags) < 0 || put_str(b, m->handler) < 0 ||
+	    put_u32(b, m->flags) < 0 ||
+	    put(b, &m->max_result, sizeof(m->max_result)) < 0 ||
+	    put_str(b, m->handler) < 0 ||
 	    put_vec(b, m->argv) < 0 || put_str(b, m->content_type) < 0 ||
 	    put_bytes(b, m->payload, m->len) < 0 ? -1 : 0;
 	return end(b, at, rc);
@@ -277,6 +279,7 @@ frame_get_task(const void *p, size_t n, struct frame_task *m)
 	get(&r, &m->seq, sizeof(m->seq));
 	get(&r, &m->deadline, sizeof(m->deadline));
 	get(&r, &m->flags, sizeof(m->flags));
+	get(&r, &m->max_result, sizeof(m->max_result));
 	m->handler = get_str(&r);
 	m->argv = get_vec(&r, true);
 	m->content_type = get_str(&r);

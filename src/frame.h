@@ -17,7 +17,8 @@
  *
  * Messages:
  *   HELLO  parent -> worker, first: slot number, plugin paths to load
- *   TASK   parent -> worker: seq, deadline, flags, handler name, argv
+ *   TASK   parent -> worker: seq, deadline, flags, result size limit,
+ *          handler name, argv
  *          (exec tasks), content type, payload
  *   CHILD  worker -> parent: seq, the process group of the program an exec
  *          task started (so a timeout kills the program too)
@@ -58,6 +59,7 @@ struct frame_task {
 	uint64_t seq;
 	double deadline;              /* handler_clock() seconds, 0 = none */
 	uint32_t flags;
+	uint64_t max_result;          /* largest body to send back; 0 = no limit */
 	const char *handler;
 	const char *const *argv;      /* NULL-terminated, or NULL (not exec) */
 	const char *content_type;     /* NULL = none */

@@ -442,6 +442,7 @@ worker_give(struct worker *w, struct job *j)
 		.seq = j->seq,
 		.deadline = call->in.deadline,
 		.flags = pool->p.max_memory > 0 ? FRAME_MEASURE_RSS : 0,
+		.max_result = pool->p.max_result,
 		.handler = j->handler,
 		.argv = (call->in.args != NULL && strcmp(j->handler, WORKER_EXEC_HANDLER) == 0) ?
 		    (const char *const *)call->in.args->exec : NULL,

@@ -149,6 +149,10 @@ static int
 send_result(struct worker *w, const struct frame_task *t)
 {
 	struct handler_output *out = &w->res;
+	/* The parent would take a larger frame for a broken worker. */
+	if (t->max_result > 0 && out->body.len > t->max_result)
+		handler_fail(out, RESULT_ERROR, "handler_failed", "the result is "
+		    "larger than %llu bytes", (unsigned long long)t->max_result);
 	bool ok = out->status == RESULT_OK;
 	struct frame_result r = {
 		.seq = t->seq,

@@ -73,6 +73,36 @@ class Pool(TaskdTestCase):
         self.assertEqual(n, len(os.sched_getaffinity(0)), line)
         self.wait_pool(d, n)
 
+    def test_worker_starts_clean(self):
+        """Only its channel and stdio open, no signal blocked, own process
+        group, and it dies with the daemon."""
+        d = self.start_with({"cpu.workers": 2})
+        pids = self.wait_pool(d, 2)
+        for pid in pids:
+            fds = sorted(int(f) for f in os.listdir("/proc/%d/fd" % pid))
+            self.assertEqual(fds, [0, 1, 2, 3], "fds of worker %d" % pid)
+            self.assertTrue(os.readlink("/proc/%d/fd/3" % pid).startswith("socket:"))
+            with open("/proc/%d/status" % pid) as f:
+                status = dict(line.split(":\t", 1) for line in f.read().splitlines()
+                              if ":\t" in line)
+            self.assertEqual(int(status["SigBlk"], 16), 0, "blocked signals of %d" % pid)
+            self.assertEqual(os.getpgid(pid), pid, "worker %d leads its own group" % pid)
+        d.kill9()
+        self.wait_for("workers gone with the daemon (PR_SET_PDEATHSIG)",
+                      lambda: all(proc_state(p) in (None, "Z") for p in pids), 5)
+
+    def test_result_size_limit(self):
+        d = self.start_with({"cpu.workers": 1, "limits.max_payload": 1024 * 1024},
+                            tasks=[{"name": "big", "handler": "big"}],
+                            plugins=[MISBEHAVE])
+        (first,) = self.wait_pool(d, 1)
+        res = self.run_task("big", b"2")
+        self.assertEqual(res.status, "error", res)
+        doc = res.error()
+        self.assertEqual(doc["error"], "handler_failed")
+        self.assertIn("larger than 1048576 bytes", doc["message"])
+        self.assertEqual(worker_pids(d.pid).keys(), {first}, "the worker is kept")
+
     def test_cpu_handlers_in_workers(self):
         d = self.start_with({"cpu.workers": 2})
         body = os.urandom(300000)

@@ -6,6 +6,7 @@
  *   pid    (cpu) answers the worker's pid (to see recycling)
  *   grow   (cpu) allocates and touches payload-many MiB and keeps them
  *                (cpu.max_memory recycling)
+ *   big    (cpu) answers payload-many MiB (the result size limit)
  *
  * Built twice: as misbehave.so, and with -DWRONG_ABI as wrongabi.so, which
  * claims another ABI version and must be refused.
@@ -58,10 +59,26 @@ grow(const struct taskd_input *in, struct taskd_output *out)
 	pid(in, out);
 }
 
+static void
+big(const struct taskd_input *in, struct taskd_output *out)
+{
+	static const char chunk[4096];
+	char num[16] = "1";
+	if (in->len > 0 && in->len < sizeof(num)) {
+		memcpy(num, in->payload, in->len);
+		num[in->len] = '\0';
+	}
+	size_t n = (size_t)strtoul(num, NULL, 10) << 8;   /* 4 KiB chunks */
+	for (size_t i = 0; i < n; i++)
+		if (taskd_output_append(out, chunk, sizeof(chunk)) < 0)
+			return;
+}
+
 static const struct taskd_handler handlers[] = {
 	{ "spin", TASKD_KIND_CPU, spin },
 	{ "pid", TASKD_KIND_CPU, pid },
 	{ "grow", TASKD_KIND_CPU, grow },
+	{ "big", TASKD_KIND_CPU, big },
 	{ NULL, 0, NULL },
 };
 

@@ -24,6 +24,7 @@ START_TEST(test_task_roundtrip)
 		payload[i] = (unsigned char)i;   /* NULs included */
 	struct frame_task in = {
 		.seq = 42, .deadline = 1234.5, .flags = FRAME_MEASURE_RSS,
+		.max_result = 1u << 20,
 		.handler = "exec", .argv = argv, .content_type = "text/plain",
 		.payload = payload, .len = sizeof(payload),
 	}, out;
@@ -36,6 +37,7 @@ START_TEST(test_task_roundtrip)
 	ck_assert_uint_eq(out.seq, 42);
 	ck_assert(out.deadline == 1234.5);
 	ck_assert_uint_eq(out.flags, FRAME_MEASURE_RSS);
+	ck_assert_uint_eq(out.max_result, 1u << 20);
 	ck_assert_str_eq(out.handler, "exec");
 	ck_assert_str_eq(out.argv[0], "/bin/cat");
 	ck_assert_str_eq(out.argv[1], "");
@@ -181,7 +183,7 @@ START_TEST(test_vector_bound)
 	struct frame_task in = { .seq = 1, .handler = "x" }, out;
 	struct buf b = { 0 };
 	ck_assert_int_eq(frame_put_task(&b, &in), 0);
-	size_t at = FRAME_HEADER + 1 + 8 + 8 + 4 + 4 + 2;  /* argc */
+	size_t at = FRAME_HEADER + 1 + 8 + 8 + 4 + 8 + 4 + 2;  /* argc */
 	uint32_t n = 4000;
 	memcpy(b.data + at, &n, 4);
 	ck_assert_int_eq(frame_get_task(b.data, b.len, &out), -1);
