@@ -181,11 +181,11 @@ worker_lost(struct worker *w, const char *why)
 	if (w->state == WORKER_GONE)
 		return;
 	w->job = NULL;
-	worker_kill(w);   /* a worker that sent garbage may still be running */
-	worker_close(w);
 	/* A worker that cannot even start (a plugin that no longer loads)
 	 * must not be forked again and again without a pause. */
 	pool->respawn_delay = (w->tasks == 0 && ev_now(pool->loop) - w->started < 1.0) ? 1.0 : 0.0;
+	worker_kill(w);   /* a worker that sent garbage may still be running */
+	worker_close(w);  /* schedules the replacement */
 	/* A closed channel says nothing of the cause; the exit status that
 	 * ev_child reports soon after does, so child_cb logs then.  A bad
 	 * frame is its own cause and is logged now. */
@@ -609,9 +609,12 @@ pool_fill(struct pool *pool)
 	for (int i = 0; i < pool->p.size; i++) {
 		if (pool->slots[i] != NULL)
 			continue;
-		pool->slots[i] = worker_spawn(pool, i);
-		if (pool->slots[i] == NULL)
+		struct worker *w = worker_spawn(pool, i);
+		/* Lost already (its hello could not be sent): try again later. */
+		if (w == NULL || w->state == WORKER_GONE)
 			failed = true;
+		else
+			pool->slots[i] = w;
 	}
 	if (failed) {
 		pool->respawn_delay = 1.0;

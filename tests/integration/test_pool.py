@@ -91,6 +91,25 @@ class Pool(TaskdTestCase):
         self.wait_for("workers gone with the daemon (PR_SET_PDEATHSIG)",
                       lambda: all(proc_state(p) in (None, "Z") for p in pids), 5)
 
+    def test_worker_that_cannot_start_is_not_respawned_in_a_loop(self):
+        """The plugin file disappears after start: each replacement dies at
+        once; the pool retries once a second, not as fast as it can fork."""
+        import shutil
+        so = os.path.join(self.workdir, "gone.so")
+        shutil.copyfile(MISBEHAVE, so)
+        os.chmod(so, 0o644)
+        d = self.start_with({"cpu.workers": 1}, tasks=[{"name": "pid", "handler": "pid"}],
+                            plugins=[so])
+        (first,) = self.wait_pool(d, 1)
+        os.unlink(so)
+        since = d.log_size()
+        os.kill(first, signal.SIGKILL)
+        time.sleep(3.2)    # measuring a rate: a fixed window is the point
+        deaths = d.log_lines(r"cpu worker 1 \(pid \d+\) lost", since)
+        self.assertGreaterEqual(len(deaths), 2, "\n".join(deaths))
+        self.assertLessEqual(len(deaths), 5, "\n".join(deaths))
+        self.assert_alive(d)
+
     def test_result_size_limit(self):
         d = self.start_with({"cpu.workers": 1, "limits.max_payload": 1024 * 1024},
                             tasks=[{"name": "big", "handler": "big"}],
