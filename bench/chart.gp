@@ -23,10 +23,14 @@ plot datadir."/echo.dat" using 2:xtic(1) notitle lc rgb "#2a6f97", \
 unset logscale y
 set yrange [0:*]
 
-set title "echo latency, ms"
+set title "echo latency, ms (log scale)"
 set xtics rotate by -20
+set logscale y
+set yrange [0.1:*]
 plot datadir."/latency.dat" using 2:xtic(1) title "p50" lc rgb "#2a6f97", \
      "" using 3 title "p99" lc rgb "#e07a5f"
+unset logscale y
+set yrange [0:*]
 set xtics norotate
 
 set title "I/O: 10,000 x sleep(1 s), wall time, s"
