@@ -8,10 +8,18 @@
  * done() in the loop), then N times inline, and prints the mean time per
  * task of each and their difference: the pool's dispatch overhead.  The
  * binary is its own worker (the pool execs /proc/self/exe), like taskd.
+ *
+ * It also prints the floor under that overhead: a bare ping-pong of 40
+ * bytes between two processes over a socketpair (blocking read/write, no
+ * event loop, no framing), i.e. what the kernel charges for waking the
+ * other process and being woken back.
  */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
 #include <ev.h>
 
 #include "handler.h"
@@ -51,6 +59,35 @@ run_pool(struct ev_loop *loop, long n)
 	return (handler_clock() - t0) / (double)n;
 }
 
+/* Mean round trip of a 40-byte ping-pong with a child; -1 on failure. */
+static double
+ping_pong(long n)
+{
+	int sv[2];
+	char b[64] = { 0 };
+	if (socketpair(AF_UNIX, SOCK_STREAM, 0, sv) < 0)
+		return -1;
+	pid_t pid = fork();
+	if (pid < 0)
+		return -1;
+	if (pid == 0) {
+		close(sv[0]);
+		while (read(sv[1], b, sizeof(b)) > 0)
+			if (write(sv[1], b, 40) != 40)
+				break;
+		_exit(0);
+	}
+	close(sv[1]);
+	double t0 = handler_clock();
+	for (long i = 0; i < n; i++)
+		if (write(sv[0], b, 40) != 40 || read(sv[0], b, sizeof(b)) <= 0)
+			break;
+	double per = (handler_clock() - t0) / (double)n;
+	close(sv[0]);
+	waitpid(pid, NULL, 0);
+	return per;
+}
+
 int
 main(int argc, char **argv)
 {
@@ -85,11 +122,14 @@ main(int argc, char **argv)
 	}
 	double inline_ = (handler_clock() - t0) / (double)n;
 
-	printf("tasks %ld\npool_us %.2f\ninline_us %.2f\noverhead_us %.2f\n", n,
-	    through_pool * 1e6, inline_ * 1e6, (through_pool - inline_) * 1e6);
 	buf_free(&out.body);
 	buf_free(&call.out.body);
 	pool_free(pool);
 	ev_loop_destroy(loop);
+	double floor_ = ping_pong(n);
+
+	printf("tasks %ld\npool_us %.2f\ninline_us %.2f\noverhead_us %.2f\n"
+	    "floor_us %.2f\n", n, through_pool * 1e6, inline_ * 1e6,
+	    (through_pool - inline_) * 1e6, floor_ * 1e6);
 	return 0;
 }
