@@ -118,6 +118,15 @@ frame_put_child(struct buf *b, const struct frame_child *m)
 }
 
 int
+frame_put_ready(struct buf *b, uint32_t slot)
+{
+	size_t at = begin(b, FRAME_READY);
+	if (at == (size_t)-1)
+		return -1;
+	return end(b, at, put_u32(b, slot));
+}
+
+int
 frame_put_result(struct buf *b, const struct frame_result *m)
 {
 	size_t at = begin(b, FRAME_RESULT);
@@ -302,6 +311,17 @@ frame_get_child(const void *p, size_t n, struct frame_child *m)
 	get(&r, &m->seq, sizeof(m->seq));
 	get(&r, &m->pgid, sizeof(m->pgid));
 	return r.bad || r.left != 0 || m->pgid <= 1 ? -1 : 0;
+}
+
+int
+frame_get_ready(const void *p, size_t n, uint32_t *slot)
+{
+	struct rd r;
+	*slot = 0;
+	if (!open_frame(&r, p, n, FRAME_READY))
+		return -1;
+	get(&r, slot, sizeof(*slot));
+	return r.bad || r.left != 0 ? -1 : 0;
 }
 
 int

@@ -17,6 +17,7 @@
  *
  * Messages:
  *   HELLO  parent -> worker, first: slot number, plugin paths to load
+ *   READY  worker -> parent: its slot; the plugins loaded, tasks welcome
  *   TASK   parent -> worker: seq, deadline, flags, result size limit,
  *          handler name, argv
  *          (exec tasks), content type, payload
@@ -40,6 +41,7 @@ enum frame_type {
 	FRAME_TASK = 2,
 	FRAME_CHILD = 3,
 	FRAME_RESULT = 4,
+	FRAME_READY = 5,
 };
 
 /* The length prefix. */
@@ -87,6 +89,7 @@ struct frame_result {
 int frame_put_hello(struct buf *b, const struct frame_hello *m);
 int frame_put_task(struct buf *b, const struct frame_task *m);
 int frame_put_child(struct buf *b, const struct frame_child *m);
+int frame_put_ready(struct buf *b, uint32_t slot);
 int frame_put_result(struct buf *b, const struct frame_result *m);
 
 /* The total size (header included) of the frame at the start of p[0..n):
@@ -104,6 +107,7 @@ int frame_type(const void *p, size_t n);
 int frame_get_hello(const void *p, size_t n, struct frame_hello *m);
 int frame_get_task(const void *p, size_t n, struct frame_task *m);
 int frame_get_child(const void *p, size_t n, struct frame_child *m);
+int frame_get_ready(const void *p, size_t n, uint32_t *slot);
 int frame_get_result(const void *p, size_t n, struct frame_result *m);
 void frame_free_vec(const char *const *v);
 

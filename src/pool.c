@@ -23,6 +23,7 @@ extern char **environ;
 const struct handler handler_exec_cpu = { WORKER_EXEC_HANDLER, HANDLER_CPU, NULL, NULL, NULL };
 
 enum worker_state {
+	WORKER_STARTING,  /* started; no READY yet (loading plugins): no task */
 	WORKER_IDLE,      /* alive, waiting for a task */
 	WORKER_BUSY,      /* running w->job */
 	WORKER_GONE,      /* channel closed (retired, lost or killed); waiting to be reaped */
@@ -183,7 +184,7 @@ worker_lost(struct worker *w, const char *why)
 	w->job = NULL;
 	/* A worker that cannot even start (a plugin that no longer loads)
 	 * must not be forked again and again without a pause. */
-	pool->respawn_delay = (w->tasks == 0 && ev_now(pool->loop) - w->started < 1.0) ? 1.0 : 0.0;
+	pool->respawn_delay = w->state == WORKER_STARTING ? 1.0 : 0.0;
 	worker_kill(w);   /* a worker that sent garbage may still be running */
 	worker_close(w);  /* schedules the replacement */
 	/* A closed channel says nothing of the cause; the exit status that
@@ -274,6 +275,19 @@ worker_frame(struct worker *w, const char *p, size_t n, const char **why)
 	struct pool *pool = w->pool;
 	int type = frame_type(p, n);
 
+	if (type == FRAME_READY) {
+		uint32_t slot;
+		if (frame_get_ready(p, n, &slot) < 0 || w->state != WORKER_STARTING ||
+		    slot != (uint32_t)w->slot + 1) {
+			*why = "sent a malformed or unexpected ready frame";
+			return -1;
+		}
+		w->state = WORKER_IDLE;
+		/* Surplus or out of date since it was started (a reload). */
+		if (w->gen != pool->gen || w->slot >= pool->p.size)
+			worker_close(w);
+		return 0;
+	}
 	if (type == FRAME_CHILD) {
 		struct frame_child c;
 		if (frame_get_child(p, n, &c) < 0 || w->job == NULL || c.seq != w->job->seq) {
@@ -575,7 +589,7 @@ worker_spawn(struct pool *pool, int slot)
 	ev_io_init(&w->rio, worker_read_cb, w->fd, EV_READ);
 	ev_io_init(&w->wio, worker_write_cb, w->fd, EV_WRITE);
 	ev_io_start(pool->loop, &w->rio);
-	w->state = WORKER_IDLE;
+	w->state = WORKER_STARTING;
 	w->next = &pool->all;
 	w->prev = pool->all.prev;
 	pool->all.prev->next = w;

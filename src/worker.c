@@ -214,6 +214,10 @@ worker_main(void)
 		buf_free(&err);
 	}
 	frame_free_vec(hello.plugins);
+	buf_reset(&w.out);
+	if (frame_put_ready(&w.out, w.slot) < 0 ||
+	    write_full(WORKER_FD, w.out.data, w.out.len) < 0)
+		return 1;
 
 	for (;;) {
 		if (read_frame(&w) < 0)

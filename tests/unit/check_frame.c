@@ -152,6 +152,16 @@ START_TEST(test_hello_child)
 	ck_assert_uint_eq(co.seq, 9);
 	buf_free(&b);
 
+	/* READY carries the slot and nothing else. */
+	uint32_t slot = 0;
+	ck_assert_int_eq(frame_put_ready(&b, 5), 0);
+	ck_assert_int_eq(frame_get_ready(b.data, b.len, &slot), 0);
+	ck_assert_uint_eq(slot, 5);
+	ck_assert_int_eq(frame_get_child(b.data, b.len, &co), -1);
+	ck_assert_int_eq(buf_append(&b, "", 1), 0);
+	ck_assert_int_eq(frame_get_ready(b.data, b.len, &slot), -1);
+	buf_free(&b);
+
 	/* A process group of 0 or 1 would make kill() hit the wrong target. */
 	c.pgid = 1;
 	ck_assert_int_eq(frame_put_child(&b, &c), 0);
