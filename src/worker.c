@@ -180,6 +180,46 @@ send_result(struct worker *w, const struct frame_task *t)
 	return write_full(WORKER_FD, w->out.data, w->out.len);
 }
 
+/* HELLO, READY, then tasks until end of file.  Returns the exit status. */
+static int
+worker_loop(struct worker *w)
+{
+	if (read_frame(w) < 0)
+		return 0;
+	struct frame_hello hello;
+	if (frame_get_hello(w->frame, w->frame_len, &hello) < 0) {
+		log_error("cpu worker: malformed hello from the daemon");
+		return 1;
+	}
+	w->slot = hello.slot;
+	struct buf err = { 0 };
+	int rc = plugin_load_all(hello.plugins, &err);
+	frame_free_vec(hello.plugins);
+	if (rc < 0) {
+		log_error("cpu worker %u: %s", w->slot, err.data ? err.data : "out of memory");
+		buf_free(&err);
+		return 1;
+	}
+	buf_reset(&w->out);
+	if (frame_put_ready(&w->out, w->slot) < 0 ||
+	    write_full(WORKER_FD, w->out.data, w->out.len) < 0)
+		return 1;
+
+	while (read_frame(w) == 0) {
+		struct frame_task t;
+		if (frame_get_task(w->frame, w->frame_len, &t) < 0) {
+			log_error("cpu worker %u: malformed task frame from the daemon", w->slot);
+			return 1;
+		}
+		run_task(w, &t);
+		rc = send_result(w, &t);
+		frame_free_vec(t.argv);
+		if (rc < 0)
+			break;
+	}
+	return 0;
+}
+
 int
 worker_main(void)
 {
@@ -197,44 +237,9 @@ worker_main(void)
 	 * give EPIPE, not kill the worker. */
 	signal(SIGPIPE, SIG_IGN);
 
-	if (read_frame(&w) < 0)
-		return 0;
-	struct frame_hello hello;
-	if (frame_get_hello(w.frame, w.frame_len, &hello) < 0) {
-		log_error("cpu worker: malformed hello from the daemon");
-		return 1;
-	}
-	w.slot = hello.slot;
-	if (hello.plugins != NULL && hello.plugins[0] != NULL) {
-		struct buf err = { 0 };
-		if (plugin_load_all(hello.plugins, &err) < 0) {
-			log_error("cpu worker %u: %s", w.slot, err.data ? err.data : "out of memory");
-			return 1;
-		}
-		buf_free(&err);
-	}
-	frame_free_vec(hello.plugins);
-	buf_reset(&w.out);
-	if (frame_put_ready(&w.out, w.slot) < 0 ||
-	    write_full(WORKER_FD, w.out.data, w.out.len) < 0)
-		return 1;
-
-	for (;;) {
-		if (read_frame(&w) < 0)
-			break;
-		struct frame_task t;
-		if (frame_get_task(w.frame, w.frame_len, &t) < 0) {
-			log_error("cpu worker %u: malformed task frame from the daemon", w.slot);
-			return 1;
-		}
-		run_task(&w, &t);
-		int rc = send_result(&w, &t);
-		frame_free_vec(t.argv);
-		if (rc < 0)
-			break;
-	}
+	int status = worker_loop(&w);
 	buf_free(&w.in);
 	buf_free(&w.out);
 	buf_free(&w.res.body);
-	return 0;
+	return status;
 }
