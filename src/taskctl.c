@@ -464,6 +464,10 @@ usage(void)
 "  --wait SEC      wait at most SEC after the last publish (default 60)\n"
 "  --transient     publish non-persistent tasks (default persistent)\n"
 "  --json          print one JSON object instead of the table\n"
+"  --no-wait       only publish (e.g. to fill a queue): report the publish\n"
+"                  rate once the broker has all N; no results are awaited\n"
+"  --reply-to Q    with --no-wait: results go to queue Q (default: none\n"
+"                  set, so taskd sends them to its reply.queue)\n"
 "\n"
 "exit status: 0 ok, 2 a task's status was not ok, 1 client failure\n"
 "(cannot connect, task refused, no result in time).\n",
@@ -853,6 +857,8 @@ struct bench {
 	size_t payload_len;
 	bool persistent;
 	double wait;
+	bool no_wait;                   /* publish only; results go elsewhere */
+	const char *reply_to;           /* with no_wait: their queue, or NULL */
 	/* per task */
 	uint64_t *sent_at;              /* publish time, ns */
 	unsigned char *fate;
@@ -1028,6 +1034,8 @@ bench_publish(struct bench *b, uint64_t count)
 	    AMQP_BASIC_DELIVERY_MODE_FLAG;
 	props.type = amqp_cstring_bytes(b->task);
 	props.reply_to = b->reply_queue;
+	if (b->reply_queue.len == 0)
+		props._flags &= ~AMQP_BASIC_REPLY_TO_FLAG;
 	props.delivery_mode = b->persistent ? AMQP_DELIVERY_PERSISTENT :
 	    AMQP_DELIVERY_NONPERSISTENT;
 	amqp_bytes_t body = amqp_cstring_bytes(b->payload);
@@ -1123,7 +1131,8 @@ bench_run(struct bench *b)
 				wrote = true;
 			}
 		}
-		if (b->sent == b->n && b->received + b->returned == b->n)
+		if (b->sent == b->n &&
+		    (b->no_wait || b->received + b->returned == b->n))
 			break;
 
 		/* Give up on results only once nothing more can be sent:
@@ -1191,6 +1200,46 @@ percentile_ms(const uint64_t *sorted, uint64_t n, double pct)
 	return (double)sorted[rank - 1] / 1e6;
 }
 
+/*
+ * --no-wait: a synchronous request after the last publish is answered only
+ * once the broker has routed every publish before it on the channel, so its
+ * answer means the tasks are in the queue (or came back as returns, which
+ * rabbitmq-c keeps for the drain that follows).
+ */
+static int
+bench_barrier(struct bench *b)
+{
+	amqp_queue_declare(b->conn, CHANNEL, amqp_cstring_bytes(b->queue),
+	    1, 0, 0, 0, amqp_empty_table);
+	if (check_rpc(b->conn, "task queue") < 0)
+		return -1;
+	b->last_result = now_ns();
+	return bench_drain(b) < 0 ? -1 : 0;
+}
+
+static int
+bench_report_published(struct bench *b, bool json)
+{
+	double elapsed = b->sent > 0 && b->last_result > b->first_pub ?
+	    (double)(b->last_result - b->first_pub) / 1e9 : 0.0;
+	double rate = elapsed > 0 ? (double)b->sent / elapsed : 0.0;
+	if (json)
+		printf("{\"sent\":%" PRIu64 ",\"returned\":%" PRIu64
+		    ",\"elapsed_s\":%.3f,\"rate\":%.1f}\n", b->sent, b->returned,
+		    elapsed, rate);
+	else
+		printf("published %" PRIu64 " in %.3f s: %.1f tasks/s\n", b->sent,
+		    elapsed, rate);
+	if (b->returned > 0)
+		warnx("%" PRIu64 " tasks returned unroutable: no queue '%s'?",
+		    b->returned, b->queue);
+	if (fflush(stdout) == EOF) {
+		warn("writing the report");
+		return -1;
+	}
+	return 0;
+}
+
 static int
 bench_report(struct bench *b, bool json)
 {
@@ -1255,6 +1304,20 @@ bench_setup(struct bench *b)
 	    1, 0, 0, 0, amqp_empty_table);
 	if (check_rpc(b->conn, "task queue") < 0)
 		return -1;
+	if (b->no_wait) {
+		/* Results go to the queue named, or to taskd's reply.queue. */
+		if (b->reply_to != NULL) {
+			b->reply_queue = amqp_bytes_malloc_dup(
+			    amqp_cstring_bytes(b->reply_to));
+			if (b->reply_queue.bytes == NULL) {
+				warnx("out of memory");
+				return -1;
+			}
+		}
+		amqp_maybe_release_buffers(b->conn);
+		b->fd = amqp_get_sockfd(b->conn);
+		return 0;
+	}
 	amqp_queue_declare_ok_t *ok = amqp_queue_declare(b->conn, CHANNEL,
 	    amqp_empty_bytes, 0, 0, 1, 1, amqp_empty_table);
 	if (ok == NULL) {
@@ -1286,6 +1349,8 @@ cmd_bench(struct global *g, int argc, char **argv)
 		{ "json", no_argument, NULL, 'J' },
 		{ "wait", required_argument, NULL, 'W' },
 		{ "transient", no_argument, NULL, 'X' },
+		{ "no-wait", no_argument, NULL, 'N' },
+		{ "reply-to", required_argument, NULL, 'R' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
@@ -1343,6 +1408,12 @@ cmd_bench(struct global *g, int argc, char **argv)
 		case 'X':
 			b.persistent = false;
 			break;
+		case 'N':
+			b.no_wait = true;
+			break;
+		case 'R':
+			b.reply_to = optarg;
+			break;
 		case 'h':
 			usage();
 			return EXIT_OK;
@@ -1353,6 +1424,10 @@ cmd_bench(struct global *g, int argc, char **argv)
 	}
 	if (optind != argc) {
 		usage_hint();
+		return EXIT_CLIENT;
+	}
+	if (b.reply_to != NULL && !b.no_wait) {
+		warnx("--reply-to needs --no-wait (otherwise results come to taskctl)");
 		return EXIT_CLIENT;
 	}
 	b.queue = g->queue;
@@ -1384,6 +1459,14 @@ cmd_bench(struct global *g, int argc, char **argv)
 	if (b.conn == NULL || bench_setup(&b) < 0)
 		goto out;
 	int rc = bench_run(&b);
+	if (b.no_wait) {
+		if (rc < 0 || bench_barrier(&b) < 0 ||
+		    bench_report_published(&b, json) < 0)
+			goto out;
+		status = interrupted || b.sent < b.n || b.returned > 0 ?
+		    EXIT_CLIENT : EXIT_OK;
+		goto out;
+	}
 	if (bench_report(&b, json) < 0 || rc < 0)
 		goto out;
 	if (interrupted || b.received + b.returned < b.sent || b.returned > 0 ||
