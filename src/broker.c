@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 
 #include "backoff.h"
 #include "log.h"
@@ -12,6 +13,28 @@
 /* Frames handled per callback before yielding to other watchers; the idle
  * watcher resumes where it stopped. */
 #define BROKER_DRAIN_MAX 512
+
+/* What a write may add to the socket's send queue, as the kernel counts it
+ * (sk_wmem_queued: payload plus the skb's own size, about 1.5 KiB for a
+ * small segment; TLS records add less): an ack or reject is one small
+ * write; a publish is three frames (method, header, body: written with
+ * MSG_MORE, so mostly one skb) with the result's properties.  Rounded up:
+ * the budget below only has to stay an upper bound. */
+#define BROKER_COST_ACK 2048
+#define BROKER_COST_PUBLISH 4096
+
+/* Delivery tags of the current generation that the broker still counts as
+ * unacked, or that we settled but have not yet told it about. */
+enum tag_state {
+	TAG_OPEN,      /* delivered, its task not settled */
+	TAG_ACK,       /* settled: the ack waits for broker_flush_acks */
+	TAG_SENT,      /* acked or rejected on the wire by itself */
+};
+
+struct tag_entry {
+	uint64_t tag;
+	enum tag_state st;
+};
 
 struct pending {
 	uint64_t seq;
@@ -50,6 +73,18 @@ struct broker {
 	size_t ring_cap, head, count;
 	uint64_t next_seq;
 
+	/* Delivery tags in delivery (= increasing) order, a ring whose size
+	 * is a power of two; TAG_SENT entries inside it are skipped and
+	 * compacted away (broker_tags_compact). */
+	struct tag_entry *tags;
+	size_t tags_cap, tags_head, tags_count;
+	size_t tags_ack;                /* entries in TAG_ACK */
+	size_t tags_sent;               /* entries in TAG_SENT */
+	ev_prepare flush;               /* active while tags_ack > 0 */
+	/* Bytes (as BROKER_COST_*) that may still be written without asking
+	 * the kernel; see broker_room. */
+	size_t room;
+
 	struct broker_delivery *cur;    /* being assembled from frames */
 	bool cur_header;                /* its content header has come */
 	uint64_t skip;                  /* body bytes of a basic.return to skip */
@@ -60,6 +95,7 @@ struct broker {
 static void broker_lost(struct broker *b, const char *fmt, ...)
 	__attribute__((format(printf, 2, 3)));
 static void broker_attempt(struct broker *b);
+static void broker_after_call(struct broker *b);
 
 void
 broker_delivery_free(struct broker_delivery *d)
@@ -95,6 +131,200 @@ broker_rand(void)
 	return (double)random() / ((double)RAND_MAX + 1.0);
 }
 
+/* Whether a write costing `cost` (BROKER_COST_* plus its bytes) can go out
+ * without the library waiting for the peer: rabbitmq-c writes all of a
+ * frame or waits, with no deadline, in poll(POLLOUT).
+ *
+ * Asking the kernel (poll) before every write costs a system call per
+ * task.  Instead, one poll buys a budget.  Linux reports POLLOUT on a TCP
+ * socket only when its free space (sk_sndbuf - sk_wmem_queued) is at least
+ * half of what is queued, i.e. at least a third of the send buffer, and a
+ * write sleeps only once the queue has reached the whole buffer.  So after
+ * POLLOUT, writes adding up to sndbuf/6 (half of the guaranteed third, a
+ * margin for our estimate of the kernel's accounting) cannot block; when
+ * the budget is spent the next write polls again.  The buffer's size is
+ * read at each poll: it grows with TCP autotuning and only shrinks under
+ * global TCP memory pressure.  A write larger than the budget (a big
+ * result) polls first, and may then wait for the peer as every write did
+ * before: POLLOUT never promised room for a whole large message.
+ * wait_ms > 0 only from broker_stop, which may block briefly. */
+static bool
+broker_room(struct broker *b, size_t cost, int wait_ms)
+{
+	if (cost <= b->room) {
+		b->room -= cost;
+		return true;
+	}
+	int fd = amqp_get_sockfd(b->conn);
+	struct pollfd pfd = { .fd = fd, .events = POLLOUT };
+	if (poll(&pfd, 1, wait_ms) != 1 || !(pfd.revents & POLLOUT)) {
+		b->room = 0;
+		if (!ev_is_active(&b->io_w))
+			ev_io_start(b->loop, &b->io_w);
+		return false;
+	}
+	int sndbuf = 0;
+	socklen_t sl = sizeof(sndbuf);
+	size_t room = 0;
+	if (getsockopt(fd, SOL_SOCKET, SO_SNDBUF, &sndbuf, &sl) == 0 && sndbuf > 0)
+		room = (size_t)sndbuf / 6;
+	b->room = room > cost ? room - cost : 0;
+	return true;
+}
+
+/* Charges a write that is sent without asking (a rejection: rare, small):
+ * the next write that asks polls sooner. */
+static void
+broker_charge(struct broker *b, size_t cost)
+{
+	b->room = cost < b->room ? b->room - cost : 0;
+}
+
+static struct tag_entry *
+broker_tag_at(struct broker *b, size_t i)
+{
+	return &b->tags[(b->tags_head + i) & (b->tags_cap - 1)];
+}
+
+static void
+broker_tags_clear(struct broker *b)
+{
+	b->tags_head = b->tags_count = b->tags_ack = b->tags_sent = 0;
+	ev_prepare_stop(b->loop, &b->flush);
+}
+
+/* A delivery arrived: its tag is open until its task is settled. */
+static int
+broker_tag_open(struct broker *b, uint64_t tag)
+{
+	if (b->tags_count == b->tags_cap) {
+		size_t cap = b->tags_cap ? b->tags_cap * 2 : 64;
+		struct tag_entry *t = malloc(cap * sizeof(*t));
+		if (t == NULL)
+			return -1;
+		for (size_t i = 0; i < b->tags_count; i++)
+			t[i] = *broker_tag_at(b, i);
+		free(b->tags);
+		b->tags = t;
+		b->tags_cap = cap;
+		b->tags_head = 0;
+	}
+	struct tag_entry *e = broker_tag_at(b, b->tags_count++);
+	e->tag = tag;
+	e->st = TAG_OPEN;
+	return 0;
+}
+
+/* The open entry for tag, or NULL (not delivered on this channel, or
+ * already settled: a caller's bug, which must not turn into a second
+ * ack).  Tags are increasing, so a binary search. */
+static struct tag_entry *
+broker_tag_find(struct broker *b, uint64_t tag)
+{
+	size_t lo = 0, hi = b->tags_count;
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+		struct tag_entry *e = broker_tag_at(b, mid);
+		if (e->tag == tag)
+			return e->st == TAG_OPEN ? e : NULL;
+		if (e->tag < tag)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return NULL;
+}
+
+/* Drops TAG_SENT entries once they are most of the ring, so the ring stays
+ * about twice the tasks in flight even while one long task holds the
+ * front.  Order is kept: writes trail reads. */
+static void
+broker_tags_compact(struct broker *b)
+{
+	if (b->tags_sent < 64 || b->tags_sent * 2 < b->tags_count)
+		return;
+	size_t w = 0;
+	for (size_t r = 0; r < b->tags_count; r++) {
+		struct tag_entry *e = broker_tag_at(b, r);
+		if (e->st != TAG_SENT)
+			*broker_tag_at(b, w++) = *e;
+	}
+	b->tags_count = w;
+	b->tags_sent = 0;
+}
+
+/* Sends the acks that broker_ack made pending (the rule is in broker.h):
+ * one multiple ack for the longest settled prefix, naming its highest
+ * pending tag (a tag the broker still holds: never one acked or rejected
+ * alone), then one ack per settled tag beyond the first open one.
+ * Returns false when the socket had no room (io_w resumes it). */
+static bool
+broker_flush_acks(struct broker *b, int wait_ms)
+{
+	if (b->state != BROKER_UP || b->tags_ack == 0)
+		return true;
+	size_t prefix = 0, prefix_acks = 0;
+	uint64_t upto = 0;
+	while (prefix < b->tags_count) {
+		struct tag_entry *e = broker_tag_at(b, prefix);
+		if (e->st == TAG_OPEN)
+			break;
+		if (e->st == TAG_ACK) {
+			upto = e->tag;
+			prefix_acks++;
+		}
+		prefix++;
+	}
+	size_t frames = (prefix_acks > 0) + (b->tags_ack - prefix_acks);
+	if (!broker_room(b, frames * BROKER_COST_ACK, wait_ms)) {
+		ev_prepare_stop(b->loop, &b->flush);
+		return false;
+	}
+	uint64_t gen = b->gen;
+	if (prefix_acks > 0) {
+		int rc = amqp_basic_ack(b->conn, CONNECTOR_CH_CONSUME, upto, 1);
+		if (rc != AMQP_STATUS_OK) {
+			broker_lost(b, "acking tasks: %s", amqp_error_string2(rc));
+			return true;
+		}
+	}
+	for (size_t i = 0; i < prefix; i++)
+		if (broker_tag_at(b, i)->st == TAG_SENT)
+			b->tags_sent--;
+	if (prefix > 0)
+		b->tags_head = (b->tags_head + prefix) & (b->tags_cap - 1);
+	b->tags_count -= prefix;
+	b->tags_ack -= prefix_acks;
+	/* Past an open tag a multiple ack would ack that task too. */
+	for (size_t i = 0; b->tags_ack > 0 && i < b->tags_count; i++) {
+		struct tag_entry *e = broker_tag_at(b, i);
+		if (e->st != TAG_ACK)
+			continue;
+		int rc = amqp_basic_ack(b->conn, CONNECTOR_CH_CONSUME, e->tag, 0);
+		if (rc != AMQP_STATUS_OK) {
+			broker_lost(b, "acking a task: %s", amqp_error_string2(rc));
+			return true;
+		}
+		e->st = TAG_SENT;
+		b->tags_ack--;
+		b->tags_sent++;
+	}
+	if (b->gen == gen) {
+		broker_tags_compact(b);
+		ev_prepare_stop(b->loop, &b->flush);
+		broker_after_call(b);
+	}
+	return true;
+}
+
+static void
+broker_flush_cb(struct ev_loop *loop, ev_prepare *w, int revents)
+{
+	(void)loop;
+	(void)revents;
+	broker_flush_acks(w->data, 0);
+}
+
 /* The connection is gone (or must go): drop it, fail what awaited it, and
  * schedule the next attempt.  Logged here, once, as the event it is. */
 static void
@@ -120,6 +350,9 @@ broker_lost(struct broker *b, const char *fmt, ...)
 	b->blocked = false;
 	free(b->consumer_tag);
 	b->consumer_tag = NULL;
+	/* Pending acks die with their channel: the broker redelivers those
+	 * tasks, and their tags mean nothing on the next connection. */
+	broker_tags_clear(b);
 
 	double delay = backoff_next(&b->backoff, broker_rand());
 	log_warn("broker connection lost: %s; reconnecting in %.1f s", why, delay);
@@ -229,6 +462,10 @@ broker_method(struct broker *b, amqp_channel_t ch, amqp_method_t *m)
 		d->tag = dv->delivery_tag;
 		d->redelivered = dv->redelivered;
 		b->cur = d;
+		if (broker_tag_open(b, d->tag) < 0) {
+			broker_lost(b, "out of memory");
+			return;
+		}
 		break;
 	}
 	case AMQP_BASIC_ACK_METHOD: {
@@ -426,6 +663,9 @@ broker_writable_cb(struct ev_loop *loop, ev_io *w, int revents)
 	(void)revents;
 	struct broker *b = w->data;
 	ev_io_stop(loop, w);
+	uint64_t gen = b->gen;
+	if (!broker_flush_acks(b, 0) || b->gen != gen)
+		return;
 	b->ops.writable(b->ctx);
 }
 
@@ -469,6 +709,8 @@ broker_connected(void *ctx, struct connector_result *res)
 	b->blocked = false;
 	b->next_seq = 0;
 	b->head = b->count = 0;
+	broker_tags_clear(b);
+	b->room = 0;
 	backoff_reset(&b->backoff);
 	b->last_rx = ev_now(b->loop);
 
@@ -542,7 +784,9 @@ broker_new(struct ev_loop *loop, const struct connector_params *params,
 	ev_idle_init(&b->idle, broker_idle_cb);
 	ev_timer_init(&b->hb, broker_hb_cb, 1.0, 1.0);
 	ev_timer_init(&b->retry, broker_retry_cb, 0.0, 0.0);
+	ev_prepare_init(&b->flush, broker_flush_cb);
 	b->io_r.data = b->io_w.data = b->idle.data = b->hb.data = b->retry.data = b;
+	b->flush.data = b;
 	return b;
 }
 
@@ -596,6 +840,13 @@ broker_reconfigure(struct broker *b, const struct connector_params *params,
 	backoff_reset(&b->backoff);
 	switch (b->state) {
 	case BROKER_UP:
+		/* Answered tasks need not come back. */
+		(void)broker_flush_acks(b, 0);
+		if (b->state != BROKER_UP) {
+			ev_timer_stop(b->loop, &b->retry);
+			broker_attempt(b);
+			break;
+		}
 		broker_lost(b, "broker settings changed");
 		ev_timer_stop(b->loop, &b->retry);
 		broker_attempt(b);
@@ -664,12 +915,8 @@ broker_publish(struct broker *b, const char *routing_key,
 		return BROKER_AGAIN;
 
 	/* A full send buffer would make the library wait with no deadline. */
-	struct pollfd pfd = { .fd = amqp_get_sockfd(b->conn), .events = POLLOUT };
-	if (poll(&pfd, 1, 0) != 1 || !(pfd.revents & POLLOUT)) {
-		if (!ev_is_active(&b->io_w))
-			ev_io_start(b->loop, &b->io_w);
+	if (!broker_room(b, BROKER_COST_PUBLISH + len, 0))
 		return BROKER_AGAIN;
-	}
 
 	amqp_bytes_t rk = amqp_cstring_bytes(routing_key);
 	amqp_bytes_t msg = { len, (void *)body };
@@ -692,12 +939,17 @@ broker_ack(struct broker *b, uint64_t gen, uint64_t tag)
 {
 	if (gen != b->gen || b->state != BROKER_UP)
 		return;
-	int rc = amqp_basic_ack(b->conn, CONNECTOR_CH_CONSUME, tag, 0);
-	if (rc != AMQP_STATUS_OK) {
-		broker_lost(b, "acking a task: %s", amqp_error_string2(rc));
+	struct tag_entry *e = broker_tag_find(b, tag);
+	if (e == NULL) {
+		log_debug("not acking delivery %llu: not open on this channel",
+		    (unsigned long long)tag);
 		return;
 	}
-	broker_after_call(b);
+	e->st = TAG_ACK;
+	/* Sent before the loop next waits (broker_flush_cb), or when the
+	 * socket has room again (broker_writable_cb). */
+	if (b->tags_ack++ == 0 && !ev_is_active(&b->io_w))
+		ev_prepare_start(b->loop, &b->flush);
 }
 
 void
@@ -705,11 +957,23 @@ broker_reject(struct broker *b, uint64_t gen, uint64_t tag, bool requeue)
 {
 	if (gen != b->gen || b->state != BROKER_UP)
 		return;
+	struct tag_entry *e = broker_tag_find(b, tag);
+	if (e == NULL) {
+		log_debug("not rejecting delivery %llu: not open on this channel",
+		    (unsigned long long)tag);
+		return;
+	}
+	/* At once, unlike acks: rare, and a pending reject would have to go
+	 * out before any multiple ack that spans it. */
+	broker_charge(b, BROKER_COST_ACK);
 	int rc = amqp_basic_reject(b->conn, CONNECTOR_CH_CONSUME, tag, requeue);
 	if (rc != AMQP_STATUS_OK) {
 		broker_lost(b, "rejecting a task: %s", amqp_error_string2(rc));
 		return;
 	}
+	e->st = TAG_SENT;
+	b->tags_sent++;
+	broker_tags_compact(b);
 	broker_after_call(b);
 }
 
@@ -738,7 +1002,12 @@ broker_stop(struct broker *b)
 		connector_free(b->connector);
 		b->connector = NULL;
 	}
+	/* A graceful drain ends here: every answered task gets its ack.  The
+	 * socket gets up to two seconds to take them, like the close. */
+	if (b->conn != NULL && b->state == BROKER_UP && !broker_silent(b))
+		(void)broker_flush_acks(b, 2000);
 	broker_watchers_stop(b);
+	broker_tags_clear(b);
 	if (b->conn != NULL) {
 		/* Polite close, bounded: a frozen broker gets two seconds. */
 		struct timeval tv = { 2, 0 };
@@ -770,5 +1039,6 @@ broker_free(struct broker *b)
 	broker_stop(b);
 	connector_params_clear(&b->params);
 	free(b->ring);
+	free(b->tags);
 	free(b);
 }

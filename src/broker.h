@@ -15,13 +15,26 @@
  * Publishing is refused (BROKER_AGAIN) instead of blocking when the
  * connection is down or blocked by the broker, the socket is not writable,
  * or max_unconfirmed results await their confirm; `writable` is called when
- * it may be tried again.
+ * it may be tried again.  Whether the socket can take a write is asked of
+ * the kernel once per budget of bytes, not per write (broker_room in
+ * broker.c has the reasoning).
  *
  * Deliveries and acks carry the connection's generation: delivery tags are
  * per channel, so an ack from an older generation is dropped, never sent
  * (it could ack a different message).  When a connection dies, every result
  * awaiting a confirm is reported BROKER_LOST and its task must not be acked;
  * the broker redelivers it (at-least-once).
+ *
+ * Acks are coalesced.  broker_ack only marks the delivery settled; once per
+ * loop iteration (an ev_prepare, before the loop waits) the settled tags go
+ * out as one basic.ack multiple=true for the longest prefix of delivered
+ * tags that are all settled, naming the highest tag in it that is still
+ * unacked on the wire, plus one plain ack for each settled tag after the
+ * first unsettled one (a multiple ack there would ack a running task).
+ * A rejection is sent at once and counts as settled.  Pending acks are
+ * flushed before broker_stop closes the connection and before a reconfigure
+ * closes it; when the connection dies they are dropped with its tags (the
+ * broker redelivers those tasks) and never sent on a later connection.
  */
 #ifndef TASKD_BROKER_H
 #define TASKD_BROKER_H
@@ -96,8 +109,9 @@ bool broker_reply_durable(const struct broker *b);
 int broker_publish(struct broker *b, const char *routing_key,
     const amqp_basic_properties_t *props, const void *body, size_t len,
     void *token);
-/* Acks, or rejects with/without requeue, a delivery.  A delivery of an
- * older generation is silently dropped (see above). */
+/* Acks (coalesced: see above), or rejects with/without requeue (at once),
+ * a delivery.  A delivery of an older generation, or one already settled,
+ * is silently dropped. */
 void broker_ack(struct broker *b, uint64_t gen, uint64_t tag);
 void broker_reject(struct broker *b, uint64_t gen, uint64_t tag, bool requeue);
 /* Stops the consumer (basic.cancel, no wait) so no new task arrives, for a
