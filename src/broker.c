@@ -87,6 +87,10 @@ struct broker {
 
 	struct broker_delivery *cur;    /* being assembled from frames */
 	bool cur_header;                /* its content header has come */
+	/* cur's properties: one pool reused by every delivery, so a task in
+	 * flight keeps none of it (broker.h). */
+	amqp_basic_properties_t props;
+	amqp_pool_t props_pool;
 	uint64_t skip;                  /* body bytes of a basic.return to skip */
 	bool skip_header;               /* a basic.return's header is due */
 	uint64_t returned;
@@ -100,10 +104,7 @@ static void broker_after_call(struct broker *b);
 void
 broker_delivery_free(struct broker_delivery *d)
 {
-	if (d == NULL)
-		return;
-	empty_amqp_pool(&d->pool);
-	free(d->body);
+	/* The body shares d's allocation (broker_frame). */
 	free(d);
 }
 
@@ -439,6 +440,10 @@ broker_complete(struct broker *b)
 	struct broker_delivery *d = b->cur;
 	b->cur = NULL;
 	b->ops.delivery(b->ctx, d);
+	/* Its properties were for the callback only; keep the pool's first
+	 * page for the next delivery. */
+	recycle_amqp_pool(&b->props_pool);
+	memset(&b->props, 0, sizeof(b->props));
 }
 
 static void
@@ -456,7 +461,7 @@ broker_method(struct broker *b, amqp_channel_t ch, amqp_method_t *m)
 			broker_lost(b, "out of memory");
 			return;
 		}
-		init_amqp_pool(&d->pool, 1024);
+		recycle_amqp_pool(&b->props_pool);
 		b->cur_header = false;
 		d->gen = b->gen;
 		d->tag = dv->delivery_tag;
@@ -551,18 +556,24 @@ broker_frame(struct broker *b, amqp_frame_t *f)
 			struct broker_delivery *d = b->cur;
 			uint64_t size = f->payload.properties.body_size;
 			const amqp_basic_properties_t *p = f->payload.properties.decoded;
-			if (props_copy(&d->props, p, &d->pool) < 0) {
+			if (props_copy(&b->props, p, &b->props_pool) < 0) {
 				broker_lost(b, "out of memory");
 				return;
 			}
+			d->props = &b->props;
 			d->len = (size_t)size;
 			if (size > b->max_payload) {
 				/* Counted, never buffered: the answer is "rejected". */
 				d->oversized = true;
 			} else if (size > 0) {
-				d->body = malloc((size_t)size);
-				if (d->body == NULL)
+				/* The body goes right after the struct: one block. */
+				struct broker_delivery *nd = realloc(d, sizeof(*d) + (size_t)size);
+				if (nd == NULL) {
 					d->oversized = true;
+				} else {
+					b->cur = d = nd;
+					d->body = (unsigned char *)(d + 1);
+				}
 			}
 			if (size == 0)
 				broker_complete(b);
@@ -778,6 +789,7 @@ broker_new(struct ev_loop *loop, const struct connector_params *params,
 	b->max_payload = max_payload;
 	b->max_unconfirmed = max_unconfirmed;
 	b->reconnect_max = reconnect_max;
+	init_amqp_pool(&b->props_pool, 1024);
 	backoff_init(&b->backoff, 0.5, reconnect_max);
 	ev_io_init(&b->io_r, broker_io_cb, -1, EV_READ);
 	ev_io_init(&b->io_w, broker_writable_cb, -1, EV_WRITE);
@@ -1037,6 +1049,7 @@ broker_free(struct broker *b)
 	if (b == NULL)
 		return;
 	broker_stop(b);
+	empty_amqp_pool(&b->props_pool);
 	connector_params_clear(&b->params);
 	free(b->ring);
 	free(b->tags);

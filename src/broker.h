@@ -57,23 +57,26 @@ enum broker_confirm {
 
 #define BROKER_AGAIN 1
 
-/* A task message as it arrived, copied out of the library's buffers. */
+/* A task message as it arrived, copied out of the library's buffers.  One
+ * allocation holds it and its body, and it carries no properties beyond the
+ * delivery callback: ten thousand tasks in flight each keep one. */
 struct broker_delivery {
 	uint64_t gen;
 	uint64_t tag;
 	bool redelivered;
-	amqp_basic_properties_t props;  /* deep copy, in pool */
+	bool oversized;                 /* body dropped: over max_payload */
+	/* Deep copy in the broker's own pool, valid only during the delivery
+	 * callback (read what you need, e.g. envelope_parse, there). */
+	const amqp_basic_properties_t *props;
 	unsigned char *body;            /* NULL when oversized or empty */
 	size_t len;                     /* the declared body size */
-	bool oversized;                 /* body dropped: over max_payload */
-	amqp_pool_t pool;
 	size_t received;                /* bytes of body seen so far */
 };
 
 void broker_delivery_free(struct broker_delivery *d);
 
 struct broker_ops {
-	/* A complete task message; the callee owns d. */
+	/* A complete task message; the callee owns d (d->props: see above). */
 	void (*delivery)(void *ctx, struct broker_delivery *d);
 	/* The fate of a result published with broker_publish(token). */
 	void (*confirm)(void *ctx, void *token, enum broker_confirm how);

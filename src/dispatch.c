@@ -33,8 +33,9 @@ struct task {
 	int attempt;
 	enum task_state state;
 	double started;
+	/* One timer per task, for whichever wait its state has: the deadline
+	 * while RUNNING, the backoff while RETRY, the pause after a nack. */
 	ev_timer deadline;
-	ev_timer retry;
 	struct handler_call call;
 };
 
@@ -123,7 +124,6 @@ task_free(struct task *t)
 {
 	struct dispatch *d = t->d;
 	ev_timer_stop(d->loop, &t->deadline);
-	ev_timer_stop(d->loop, &t->retry);
 	t->prev->next = t->next;
 	t->next->prev = t->prev;
 	d->st.in_flight--;
@@ -297,6 +297,7 @@ task_run(struct task *t)
 
 	t->state = TASK_RUNNING;
 	t->started = handler_clock();
+	ev_set_cb(&t->deadline, task_deadline_cb);  /* after a retry's backoff */
 	buf_reset(&call->out.body);
 	call->out.status = RESULT_OK;
 	call->out.error_code = NULL;
@@ -392,8 +393,8 @@ task_finished(struct task *t)
 		double delay = fmin(30.0, 0.5 * pow(2.0, t->attempt - 1));
 		t->attempt++;
 		t->state = TASK_RETRY;
-		ev_timer_set(&t->retry, delay, 0.0);
-		ev_timer_start(d->loop, &t->retry);
+		ev_timer_init(&t->deadline, task_retry_cb, delay, 0.0);
+		ev_timer_start(d->loop, &t->deadline);
 		return;
 	}
 	task_answer(t);
@@ -415,8 +416,7 @@ dispatch_on_delivery(void *ctx, struct broker_delivery *dlv)
 	t->dlv = dlv;
 	t->attempt = 1;
 	ev_timer_init(&t->deadline, task_deadline_cb, 0.0, 0.0);
-	ev_timer_init(&t->retry, task_retry_cb, 0.0, 0.0);
-	t->deadline.data = t->retry.data = t;
+	t->deadline.data = t;
 	t->next = &d->all;
 	t->prev = d->all.prev;
 	d->all.prev->next = t;
@@ -434,7 +434,7 @@ dispatch_on_delivery(void *ctx, struct broker_delivery *dlv)
 		.default_task = d->conf->default_task,
 		.reply_queue = d->conf->reply_queue,
 	};
-	if (envelope_parse(&dlv->props, dlv->len, &lim, (const unsigned char *)r,
+	if (envelope_parse(dlv->props, dlv->len, &lim, (const unsigned char *)r,
 	    &t->env) < 0) {
 		log_error("out of memory: task sent back to the queue");
 		task_requeue(t);

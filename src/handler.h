@@ -80,8 +80,9 @@ struct handler_call {
 	void (*done)(struct handler_call *call);
 	/* Set by an I/O handler while it has something to stop; NULL otherwise. */
 	void (*cancel)(struct handler_call *call);
-	/* The handler's own state (e.g. its timer); zero before start. */
-	ev_timer timer;
+	/* The handler's own state; NULL before start.  A pointer, not a
+	 * watcher: ten thousand calls in flight each carry it. */
+	void *state;
 	/* Set by the dispatcher: the handler being run. */
 	const struct handler *handler;
 	/* A coroutine handler's coroutine while it runs (handler_co.c). */

@@ -685,9 +685,9 @@ pool_pump(struct pool *pool)
 static void
 pool_cancel(struct handler_call *call)
 {
-	/* The pool is this call's handler: its state hangs off the call's
-	 * handler-owned timer (handler.h), which it never starts. */
-	struct pool *pool = call->timer.data;
+	/* The pool is this call's handler: its state is the call's
+	 * handler-owned pointer (handler.h). */
+	struct pool *pool = call->state;
 	struct job **pp = &pool->bl_head, *prev = NULL;
 	for (; *pp != NULL; prev = *pp, pp = &(*pp)->next) {
 		if ((*pp)->call == call) {
@@ -728,7 +728,7 @@ pool_submit(struct pool *pool, struct handler_call *call, const char *handler)
 	j->handler = handler;
 	j->seq = ++pool->seq;
 	call->cancel = pool_cancel;
-	call->timer.data = pool;
+	call->state = pool;
 	if (w != NULL && worker_give(w, j) == 0)
 		return 0;
 	if (pool->bl_tail)
