@@ -37,7 +37,7 @@ set title "I/O: 10,000 x sleep(1 s), wall time, s"
 plot datadir."/io.dat" using 2:xtic(1) notitle lc rgb "#2a6f97", \
      "" using 0:2:(sprintf("%.2f", $2)) with labels offset 0,0.8 notitle
 
-set title "I/O: peak RSS of the worker, MiB"
+set title "I/O: peak PSS of the worker (all processes), MiB"
 plot datadir."/io.dat" using 3:xtic(1) notitle lc rgb "#81b29a", \
      "" using 0:3:(sprintf("%.1f", $3)) with labels offset 0,0.8 notitle
 
