@@ -222,6 +222,16 @@ broker_tag_open(struct broker *b, uint64_t tag)
 static struct tag_entry *
 broker_tag_find(struct broker *b, uint64_t tag)
 {
+	if (b->tags_count == 0)
+		return NULL;
+	/* Tags come consecutively, so until a compaction leaves a hole the
+	 * tag's offset from the front is its index. */
+	uint64_t off = tag - broker_tag_at(b, 0)->tag;
+	if (off < b->tags_count) {
+		struct tag_entry *e = broker_tag_at(b, (size_t)off);
+		if (e->tag == tag)
+			return e->st == TAG_OPEN ? e : NULL;
+	}
 	size_t lo = 0, hi = b->tags_count;
 	while (lo < hi) {
 		size_t mid = lo + (hi - lo) / 2;
