@@ -23,6 +23,10 @@
 #include "notify.h"
 #include "pool.h"
 
+/* Mappings besides coroutine stacks: libraries, heap, curl, the pool's
+ * buffers (a running taskd maps a few hundred). */
+#define TASKD_MAPS_RESERVE 1000
+
 /* How often STATUS= is refreshed for `systemctl status`. */
 #define TASKD_STATUS_EVERY 5.0
 /* Slack over the remaining grace when asking the manager for more time. */
@@ -63,9 +67,36 @@ taskd_usable_cpus(void)
 	return cpus_usable(0, why, sizeof(why));
 }
 
+/* vm.max_map_count, or 0 when it cannot be read (not Linux, no /proc). */
+static long
+taskd_max_map_count(void)
+{
+	FILE *f = fopen("/proc/sys/vm/max_map_count", "re");
+	long n = 0;
+
+	if (f == NULL)
+		return 0;
+	if (fscanf(f, "%ld", &n) != 1)
+		n = 0;
+	fclose(f);
+	return n;
+}
+
 void
 taskd_conf_warnings(const struct conf *conf)
 {
+	/* Each coroutine stack is two mappings (guard + stack); the process
+	 * needs some more for its libraries and heap.  Past the limit a task
+	 * is answered "error" instead of waiting, so say so before it happens. */
+	long maps = taskd_max_map_count();
+	long want = 2L * conf->io_max_concurrency + TASKD_MAPS_RESERVE;
+	if (maps > 0 && want > maps)
+		log_warn("%s: io.max_concurrency: %d coroutines need about %ld "
+		    "memory mappings, above vm.max_map_count (%ld): tasks past "
+		    "about %ld would fail with \"no memory for a coroutine stack\" "
+		    "(raise vm.max_map_count with sysctl, or lower io.max_concurrency)",
+		    conf->path, conf->io_max_concurrency, want, maps,
+		    (maps - TASKD_MAPS_RESERVE) / 2);
 	for (size_t i = 0; i < conf->ntasks; i++)
 		if (conf->tasks[i].timeout >= TASKD_CONSUMER_TIMEOUT)
 			log_warn("%s:%d: tasks[%zu].timeout: %.0f s is not below the "

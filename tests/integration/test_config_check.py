@@ -84,3 +84,20 @@ class ConfigCheck(TaskdTestCase):
         rc, out = self.check(path)
         self.assertEqual(rc, 1, out)
         self.assertIn("absent.conf", out)
+
+    def test_max_map_count_warning(self):
+        # Each coroutine stack is two mappings: a concurrency the kernel's
+        # vm.max_map_count cannot hold is warned about, yet still accepted.
+        with open("/proc/sys/vm/max_map_count") as f:
+            maps = int(f.read())
+        high = maps // 2 + 1
+        if high > 1000000:
+            self.skipTest("vm.max_map_count %d is above what io.max_concurrency allows" % maps)
+        path = self.write("maps.conf", "io = { max_concurrency = %d; };\n" % high)
+        rc, out = self.check(path)
+        self.assertEqual(rc, 0, out)
+        self.assertIn("vm.max_map_count", out, "no warning for io.max_concurrency = %d" % high)
+        path = self.write("fits.conf", "io = { max_concurrency = 1000; };\n")
+        rc, out = self.check(path)
+        self.assertEqual(rc, 0, out)
+        self.assertNotIn("vm.max_map_count", out)
