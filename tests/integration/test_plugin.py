@@ -1,7 +1,6 @@
 """Plugins: the example plugin's handlers round trip (cpu in a worker, io on
 a coroutine), and the loader refuses what it must, with a clear message."""
 
-import glob
 import os
 import shutil
 import socket
