@@ -43,7 +43,26 @@ def proc_state(pid):
     return stat[stat.rindex(")") + 2:].split()[0]
 
 
+def cpu_seconds(pid):
+    """User + system CPU time a process has used, or None when it is gone."""
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            stat = f.read()
+    except OSError:
+        return None
+    fields = stat[stat.rindex(")") + 2:].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 class Pool(TaskdTestCase):
+    def wait_burning(self, pid):
+        """Waits until worker pid is running a burn: more CPU than a worker
+        spends starting (being runnable is not enough: a worker that has
+        just been spawned is runnable too, and killing it then is a start-up
+        failure, not a crash mid-task)."""
+        self.wait_for("worker %d running the task" % pid,
+                      lambda: (cpu_seconds(pid) or 0) >= 0.3, 20, interval=0.01)
+
     def start_with(self, conf=None, tasks=None, plugins=None):
         d = self.taskd(conf, start=False, tasks=tasks)
         if plugins:
@@ -161,8 +180,7 @@ class Pool(TaskdTestCase):
         (victim,) = self.wait_pool(d, 1)
         cid = new_id()
         self.publish(b"1500", task="burn", correlation_id=cid)
-        self.wait_for("worker %d running the task" % victim,
-                      lambda: proc_state(victim) == "R", 10, interval=0.01)
+        self.wait_burning(victim)
         os.kill(victim, signal.SIGKILL)
         # Replaced within a second, while the task waits out its backoff.
         self.wait_for("a new worker within 1 s", lambda: (
@@ -180,7 +198,7 @@ class Pool(TaskdTestCase):
         d = self.start_with({"cpu.workers": 1})
         (victim,) = self.wait_pool(d, 1)
         self.publish(b"5000", task="burn", correlation_id="c-crash")
-        self.wait_for("worker busy", lambda: proc_state(victim) == "R", 10, interval=0.01)
+        self.wait_burning(victim)
         os.kill(victim, signal.SIGKILL)
         res = self.collect(1, 10)[0]
         self.assertEqual(res.status, "error", res)
