@@ -192,7 +192,8 @@ dispatch_flush(struct dispatch *d)
 			.attempt = t->attempt,
 			.duration_us = (int64_t)((handler_clock() - t->started) * 1e6),
 			.timestamp = time(NULL),
-			.persistent = t->env.reply_to_default && broker_reply_durable(d->broker),
+			.persistent = envelope_result_persistent(&t->env,
+			    broker_reply_durable(d->broker)),
 		};
 		struct result_msg msg;
 		result_build(&msg, &info);

@@ -176,6 +176,9 @@ envelope_parse(const amqp_basic_properties_t *p, size_t body_len,
 {
 	amqp_flags_t f = p ? p->_flags : 0;
 
+	env->persistent = (f & AMQP_BASIC_DELIVERY_MODE_FLAG) &&
+	    p->delivery_mode == AMQP_DELIVERY_PERSISTENT;
+
 	/* Identity first: even a message we refuse is answered under it. */
 	if ((f & AMQP_BASIC_MESSAGE_ID_FLAG) && p->message_id.len > 0) {
 		env->task_id = dup_display(p->message_id);
@@ -205,6 +208,10 @@ envelope_parse(const amqp_basic_properties_t *p, size_t body_len,
 		env->reply_to = dup_bytes(p->reply_to);
 		if (env->reply_to == NULL)
 			goto nomem;
+		/* Named explicitly, it is still the queue whose durability taskd
+		 * knows. */
+		env->reply_to_default = lim->reply_queue != NULL &&
+		    strcmp(env->reply_to, lim->reply_queue) == 0;
 	} else if (lim->reply_queue != NULL && lim->reply_queue[0] != '\0') {
 		env->reply_to = strdup(lim->reply_queue);
 		env->reply_to_default = true;
@@ -283,6 +290,22 @@ envelope_parse(const amqp_basic_properties_t *p, size_t body_len,
 nomem:
 	envelope_free(env);
 	return -1;
+}
+
+bool
+envelope_result_persistent(const struct envelope *env, bool reply_durable)
+{
+	static const char direct[] = "amq.rabbitmq.reply-to";
+	static const char server_named[] = "amq.gen-";
+
+	if (env->reply_to == NULL)
+		return false;
+	if (env->reply_to_default)
+		return reply_durable;
+	if (strncmp(env->reply_to, direct, sizeof(direct) - 1) == 0 ||
+	    strncmp(env->reply_to, server_named, sizeof(server_named) - 1) == 0)
+		return false;
+	return env->persistent;
 }
 
 void

@@ -45,6 +45,7 @@ struct envelope {
 	size_t correlation_len;
 	char *reply_to;       /* NULL = no result is sent */
 	bool reply_to_default;/* reply_to is the configured reply queue */
+	bool persistent;      /* the task was published persistent */
 	char *content_type;   /* NULL when absent */
 	double timeout;       /* seconds, 0 = not given */
 };
@@ -57,6 +58,16 @@ int envelope_parse(const amqp_basic_properties_t *props, size_t body_len,
     const struct envelope_limits *lim, const unsigned char uuid16[16],
     struct envelope *env);
 void envelope_free(struct envelope *env);
+
+/* Whether the result goes out persistent.  Design §4: persistent when the
+ * reply queue is durable.  taskd knows that of its own reply.queue
+ * (reply_durable); a client's queue it cannot ask about without side
+ * effects, so there a result is as durable as the task that asked for it:
+ * persistent when the task was, except to direct reply-to and server-named
+ * queues, which never outlive their connection.  RabbitMQ writes a
+ * persistent message to disk only in a durable queue, so the flag costs
+ * nothing where the queue is transient. */
+bool envelope_result_persistent(const struct envelope *env, bool reply_durable);
 
 /* The error code of design §4 for a parse error ("bad_header", ...). */
 const char *envelope_error_code(enum envelope_error e);

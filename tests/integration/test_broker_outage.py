@@ -91,3 +91,27 @@ class BrokerOutage(TaskdTestCase):
         self.assertEqual(res.body, b"after the thaw")
         self.assert_alive(d)
         self.assertRegex(res.worker, r"(?<!\d)%d(?!\d)" % d.pid)
+
+    def test_results_in_a_clients_durable_queue_survive_restart(self):
+        """Persistent tasks whose reply_to is the client's own durable
+        queue: their results are persistent too, so answered tasks whose
+        results wait in that queue survive a broker restart (the tasks are
+        acked by then: a transient result would be a lost answer)."""
+        self.taskd({"reply.queue": ""})
+        mine = self.use_queue(self.prefix + ".mine")
+        self.client.declare(mine, durable=True)
+        ids = ["p-%s-%02d" % (self.uid, i) for i in range(20)]
+        for cid in ids:
+            self.publish(cid.encode(), task="echo", reply_to=mine, correlation_id=cid,
+                         persistent=True)
+        self.wait_for("every result in the client's queue, every task acked", lambda: (
+            self.queue_stats(mine)[0] == len(ids) and
+            self.queue_stats(self.queue)[:2] == (0, 0)), 20)
+        self.client.close()
+        broker_ctl("stop_app")
+        broker_ctl("start_app")
+        self.client.connect(timeout=30)
+        got = self.collect_ids(ids, timeout=30, queue=mine)
+        for r in got:
+            self.assertEqual(r.status, "ok", repr(r))
+            self.assertEqual(r.props.delivery_mode, 2, repr(r))

@@ -25,6 +25,27 @@ class DefaultTask(TaskdTestCase):
                          "results to a durable reply queue are persistent (design §4)")
         self.assertTrue(d.alive())
 
+    def test_result_delivery_mode(self):
+        """A result is as durable as its queue allows: persistent to the
+        durable reply.queue even when named in reply_to, as the task was to
+        a client's own queue, never to direct reply-to."""
+        self.taskd()
+        other = self.use_queue(self.prefix + ".other")
+        self.client.declare(other, durable=True)
+        cases = [  # (reply_to, task persistent, result queue, delivery mode)
+            (self.reply_queue, False, self.reply_queue, 2),
+            (other, True, other, 2),
+            (other, False, other, 1),
+        ]
+        for i, (reply_to, persistent, queue, mode) in enumerate(cases):
+            with self.subTest(reply_to=reply_to, persistent=persistent):
+                cid = "dm-%d" % i
+                self.publish(b"x", task="echo", reply_to=reply_to, correlation_id=cid,
+                             persistent=persistent)
+                res = self.collect(1, queue=queue)[0]
+                self.assertEqual(res.correlation_id, cid)
+                self.assertEqual(res.props.delivery_mode, mode, repr(res))
+
     def test_header_task_beats_default_task(self):
         self.taskd({"queue.default_task": "sha256"})
         self.publish(b"x", task=None, correlation_id="c1", headers={"task": "echo"})

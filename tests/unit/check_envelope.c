@@ -507,6 +507,8 @@ static const struct reply_row {
 	{ SB("client-q"), NULL, "client-q", false },
 	{ NONE, "replies", "replies", true },
 	{ SB(""), "replies", "replies", true },
+	{ SB("replies"), "replies", "replies", true },   /* named, still the one */
+	{ SB("replies2"), "replies", "replies2", false },
 	{ NONE, "", NULL, false },
 	{ SB(""), "", NULL, false },
 	{ NONE, NULL, NULL, false },
@@ -525,6 +527,53 @@ START_TEST(test_reply_to)
 	ck_assert_int_eq(env.error, ENVELOPE_OK);
 	ck_assert_pstr_eq(env.reply_to, r->want);
 	ck_assert_int_eq(env.reply_to_default, r->is_default);
+	envelope_free(&env);
+}
+END_TEST
+
+/* Result persistence: durable reply.queue → persistent; a client's queue
+ * → as the task was; direct reply-to and server-named queues → never. */
+static const struct persist_row {
+	struct sb reply_to;
+	const char *reply_queue;
+	uint8_t delivery_mode;       /* 0 = property absent */
+	bool reply_durable;
+	bool want;
+} persist_rows[] = {
+	{ NONE, "replies", 0, true, true },
+	{ NONE, "replies", 0, false, false },
+	{ NONE, "replies", 2, false, false },
+	{ SB("replies"), "replies", 1, true, true },
+	{ SB("replies"), "replies", 2, false, false },
+	{ SB("client-q"), "replies", 2, false, true },
+	{ SB("client-q"), "replies", 2, true, true },
+	{ SB("client-q"), "replies", 1, true, false },
+	{ SB("client-q"), "replies", 0, true, false },
+	{ SB("client-q"), "", 2, false, true },
+	{ SB("amq.rabbitmq.reply-to.g1h2AA"), "replies", 2, true, false },
+	{ SB("amq.gen-JzTY20BRgKO"), "replies", 2, true, false },
+	{ NONE, "", 2, true, false },               /* no result at all */
+};
+
+START_TEST(test_result_persistent)
+{
+	const struct persist_row *r = &persist_rows[_i];
+	struct envelope_limits lim = { 1024, "echo", r->reply_queue };
+	struct msg m;
+	struct envelope env;
+
+	msg_init(&m);
+	msg_prop(&m, AMQP_BASIC_REPLY_TO_FLAG, &m.p.reply_to, r->reply_to);
+	if (r->delivery_mode != 0) {
+		m.p._flags |= AMQP_BASIC_DELIVERY_MODE_FLAG;
+		m.p.delivery_mode = r->delivery_mode;
+	}
+	parse(&m.p, 0, &lim, zero16, &env);
+	ck_assert_int_eq(env.error, ENVELOPE_OK);
+	ck_assert_msg(envelope_result_persistent(&env, r->reply_durable) == r->want,
+	    "row %d: reply_to %s, delivery_mode %u, reply.queue durable %d: want %d",
+	    _i, env.reply_to ? env.reply_to : "(none)", r->delivery_mode,
+	    r->reply_durable, r->want);
 	envelope_free(&env);
 }
 END_TEST
@@ -831,6 +880,7 @@ main(void)
 	tcase_add_test(tc, test_correlation_nul);
 	tcase_add_loop_test(tc, test_reply_to, 0, NROWS(reply_rows));
 	tcase_add_test(tc, test_reply_to_when_rejected);
+	tcase_add_loop_test(tc, test_result_persistent, 0, NROWS(persist_rows));
 	tcase_add_loop_test(tc, test_timeout, 0, NROWS(timeout_rows));
 	tcase_add_test(tc, test_timeout_absent);
 	tcase_add_test(tc, test_payload_limit);
