@@ -49,19 +49,19 @@ class AckCoalescing(TaskdTestCase):
         # The first tag stays open throughout: every ack after it must be
         # one of its own, never a multiple ack spanning it.
         long_id = "long-%s" % self.uid
-        self.publish(b"6000", task="sleep", correlation_id=long_id)
+        self.publish(b"15000", task="sleep", correlation_id=long_id)
         want = self.publish_mix(25, "o")
         # linger: a redelivered task would show up as a second result.
         got = self.collect(len(want), timeout=60, linger=0.5)
         self.assertNotIn(long_id, [r.correlation_id for r in got],
-                         "the 6 s task finished before the mix: the test proves nothing")
+                         "the 15 s task finished before the mix: the test proves nothing")
         self.check_results(got, want)
         # Everything acked but the task still running: a wrong multiple ack
         # would have taken it too (0 unacked).
         self.wait_for("every finished task acked, the running one not "
                       "(queue %s: ready, unacked = 0, 1)" % self.queue,
-                      lambda: self.queue_stats(self.queue)[:2] == (0, 1), 4)
-        last = self.collect(1, timeout=15, linger=0.5)
+                      lambda: self.queue_stats(self.queue)[:2] == (0, 1), 10)
+        last = self.collect(1, timeout=25, linger=0.5)
         self.assertEqual([r.correlation_id for r in last], [long_id])
         self.wait_for("every task acked (queue %s: ready, unacked = 0, 0)" % self.queue,
                       lambda: self.queue_stats(self.queue)[:2] == (0, 0), 5)

@@ -72,8 +72,10 @@ class Reload(TaskdTestCase):
     def test_in_flight_tasks_finish_across_reload(self):
         d = self.taskd(tasks=[SLEEP, ECHO])
         ids = [new_id() for _ in range(5)]
+        # Long enough that rabbitmqctl (a second or more on a busy machine)
+        # sees them running.
         for cid in ids:
-            self.publish(b"1500", task="sleep", correlation_id=cid)
+            self.publish(b"4000", task="sleep", correlation_id=cid)
         self.wait_for("5 tasks running (unacked)",
                       lambda: (self.queue_stats(self.queue) or (0, 0, 0))[1] == 5, 10)
         # A new table without "sleep": the running ones keep their handler.
@@ -84,7 +86,7 @@ class Reload(TaskdTestCase):
         got = self.collect_ids(ids, 20)
         for r in got:
             self.assertEqual(r.status, "ok", r)
-            self.assertEqual(r.body, b"1500")
+            self.assertEqual(r.body, b"4000")
         # The new table is in force for new tasks.
         self.assert_rejected(self.run_task("sleep", b"1"), "unknown_task")
 
