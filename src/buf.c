@@ -1,6 +1,7 @@
 #include "buf.h"
 
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -130,6 +131,91 @@ buf_json_string(struct buf *b, const void *p, size_t n)
 			return -1;
 	}
 	return 0;
+}
+
+static const char base64_abc[] =
+    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
+int
+buf_base64(struct buf *b, const void *p, size_t n)
+{
+	const unsigned char *s = p;
+
+	if (n > (SIZE_MAX / 4) * 3 - 2 || buf_reserve(b, (n + 2) / 3 * 4) < 0)
+		return -1;
+	char *o = b->data + b->len;
+	size_t i = 0;
+	for (; i + 3 <= n; i += 3) {
+		uint32_t v = (uint32_t)s[i] << 16 | (uint32_t)s[i + 1] << 8 | s[i + 2];
+		*o++ = base64_abc[v >> 18];
+		*o++ = base64_abc[(v >> 12) & 63];
+		*o++ = base64_abc[(v >> 6) & 63];
+		*o++ = base64_abc[v & 63];
+	}
+	if (i < n) {
+		uint32_t v = (uint32_t)s[i] << 16 | (i + 1 < n ? (uint32_t)s[i + 1] << 8 : 0);
+		*o++ = base64_abc[v >> 18];
+		*o++ = base64_abc[(v >> 12) & 63];
+		*o++ = i + 1 < n ? base64_abc[(v >> 6) & 63] : '=';
+		*o++ = '=';
+	}
+	b->len = (size_t)(o - b->data);
+	b->data[b->len] = '\0';
+	return 0;
+}
+
+static int
+base64_value(unsigned char c)
+{
+	if (c >= 'A' && c <= 'Z')
+		return c - 'A';
+	if (c >= 'a' && c <= 'z')
+		return c - 'a' + 26;
+	if (c >= '0' && c <= '9')
+		return c - '0' + 52;
+	if (c == '+')
+		return 62;
+	if (c == '/')
+		return 63;
+	return -1;
+}
+
+int
+buf_unbase64(struct buf *b, const char *s, size_t n)
+{
+	if (n % 4 != 0)
+		return -2;
+	if (buf_reserve(b, n / 4 * 3) < 0)
+		return -1;
+	size_t start = b->len;
+	unsigned char *o = (unsigned char *)b->data + b->len;
+	for (size_t i = 0; i < n; i += 4) {
+		bool last = i + 4 == n;
+		int pad = last && s[i + 3] == '=' ? (s[i + 2] == '=' ? 2 : 1) : 0;
+		uint32_t v = 0;
+		for (int k = 0; k < 4 - pad; k++) {
+			int d = base64_value((unsigned char)s[i + (size_t)k]);
+			if (d < 0)
+				goto bad;
+			v = v << 6 | (uint32_t)d;
+		}
+		v <<= 6 * pad;
+		/* Padding's zero bits must really be zero: one text, one meaning. */
+		if ((pad == 1 && (v & 0xff) != 0) || (pad == 2 && (v & 0xffff) != 0))
+			goto bad;
+		*o++ = (unsigned char)(v >> 16);
+		if (pad < 2)
+			*o++ = (unsigned char)(v >> 8);
+		if (pad < 1)
+			*o++ = (unsigned char)v;
+	}
+	b->len = (size_t)((char *)o - b->data);
+	b->data[b->len] = '\0';
+	return 0;
+bad:
+	b->len = start;
+	b->data[b->len] = '\0';
+	return -2;
 }
 
 char *

@@ -23,6 +23,13 @@ int buf_printf(struct buf *b, const char *fmt, ...)
 /* Appends p[0..n) as the inside of a JSON string: quotes, backslashes and
  * control bytes escaped, bytes that are not valid UTF-8 written as U+FFFD. */
 int buf_json_string(struct buf *b, const void *p, size_t n);
+/* Appends p[0..n) in base64 (RFC 4648, with padding): how a JSON document
+ * carries bytes that are not text. */
+int buf_base64(struct buf *b, const void *p, size_t n);
+/* Appends the bytes that base64 text s[0..n) stands for.  Returns 0, -1
+ * when memory ran out, or -2 when s is not base64 (a bad character, a bad
+ * length, or data after the padding); b then keeps what it had. */
+int buf_unbase64(struct buf *b, const char *s, size_t n);
 /* Makes data non-NULL even for an empty buffer. */
 int buf_reserve(struct buf *b, size_t extra);
 /* Hands the bytes to the caller (who frees them) and resets b. */

@@ -10,6 +10,11 @@
  * as a JSON string (bytes that are not UTF-8 become U+FFFD).  Any HTTP
  * status is an "ok" result: what a 404 means is the client's business.
  *
+ * Bytes that are not text travel in base64: a request may give
+ * "body_base64" instead of "body", and "binary": true asks for the response
+ * body as "body_base64" instead of "body", byte for byte.  The client says
+ * which it wants, so a result's shape never depends on what a server sent.
+ *
  * Policy, checked before any connection is made:
  *  - the URL, once curl has normalised it (dot segments resolved), must
  *    start with one of the task's `allow` prefixes; a prefix that ends at
@@ -198,7 +203,8 @@ http_headers(json_t *h, const char **bad)
 }
 
 static int
-http_result(struct handler_output *out, long status, struct http_xfer *x)
+http_result(struct handler_output *out, long status, struct http_xfer *x,
+    bool binary)
 {
 	const char *name;
 	json_t *v;
@@ -217,9 +223,16 @@ http_result(struct handler_output *out, long status, struct http_xfer *x)
 			return -1;
 		first = false;
 	}
-	if (buf_puts(&out->body, "},\"body\":\"") < 0 ||
-	    buf_json_string(&out->body, x->body.data ? x->body.data : "", x->body.len) < 0 ||
-	    buf_puts(&out->body, "\"}") < 0)
+	const char *data = x->body.data ? x->body.data : "";
+	if (binary) {
+		if (buf_puts(&out->body, "},\"body_base64\":\"") < 0 ||
+		    buf_base64(&out->body, data, x->body.len) < 0)
+			return -1;
+	} else if (buf_puts(&out->body, "},\"body\":\"") < 0 ||
+	    buf_json_string(&out->body, data, x->body.len) < 0) {
+		return -1;
+	}
+	if (buf_puts(&out->body, "\"}") < 0)
 		return -1;
 	out->status = RESULT_OK;
 	out->error_code = NULL;
@@ -233,7 +246,9 @@ http_co(struct handler_call *call)
 	const struct handler_args *a = call->in.args;
 	struct handler_output *out = &call->out;
 	json_error_t jerr;
-	json_t *req = NULL, *jh = NULL, *jb = NULL;
+	json_t *req = NULL, *jh = NULL, *jb = NULL, *jb64 = NULL, *jbin = NULL;
+	struct buf reqbody = { 0 };
+	bool has_body = false, binary = false;
 	const char *method = "GET", *bad;
 	char *url = NULL, *next = NULL;
 	struct curl_slist *hdrs = NULL;
@@ -252,6 +267,8 @@ http_co(struct handler_call *call)
 	json_t *ju = json_object_get(req, "url");
 	jh = json_object_get(req, "headers");
 	jb = json_object_get(req, "body");
+	jb64 = json_object_get(req, "body_base64");
+	jbin = json_object_get(req, "binary");
 	if (jm != NULL && (!json_is_string(jm) ||
 	    !http_token_ok(json_string_value(jm), HTTP_METHOD_MAX))) {
 		handler_fail(out, RESULT_REJECTED, "bad_payload",
@@ -264,10 +281,42 @@ http_co(struct handler_call *call)
 		handler_fail(out, RESULT_REJECTED, "bad_payload", "url must be a string");
 		goto done;
 	}
-	if ((jh != NULL && !json_is_object(jh)) || (jb != NULL && !json_is_string(jb))) {
+	if ((jh != NULL && !json_is_object(jh)) || (jb != NULL && !json_is_string(jb)) ||
+	    (jb64 != NULL && !json_is_string(jb64))) {
 		handler_fail(out, RESULT_REJECTED, "bad_payload",
-		    "headers must be an object of strings, body a string");
+		    "headers must be an object of strings, body and body_base64 strings");
 		goto done;
+	}
+	if (jb != NULL && jb64 != NULL) {
+		handler_fail(out, RESULT_REJECTED, "bad_payload",
+		    "give body or body_base64, not both");
+		goto done;
+	}
+	if (jbin != NULL && !json_is_boolean(jbin)) {
+		handler_fail(out, RESULT_REJECTED, "bad_payload",
+		    "binary must be true or false");
+		goto done;
+	}
+	binary = json_is_true(jbin);
+	if (jb != NULL) {
+		has_body = true;
+		if (buf_append(&reqbody, json_string_value(jb), json_string_length(jb)) < 0) {
+			handler_fail(out, RESULT_ERROR, "handler_failed", "out of memory");
+			goto done;
+		}
+	} else if (jb64 != NULL) {
+		has_body = true;
+		int rc = buf_unbase64(&reqbody, json_string_value(jb64),
+		    json_string_length(jb64));
+		if (rc == -2) {
+			handler_fail(out, RESULT_REJECTED, "bad_payload",
+			    "body_base64 is not base64 (RFC 4648, with padding)");
+			goto done;
+		}
+		if (rc < 0) {
+			handler_fail(out, RESULT_ERROR, "handler_failed", "out of memory");
+			goto done;
+		}
 	}
 	url = http_normalise(json_string_value(ju));
 	if (url == NULL) {
@@ -304,14 +353,17 @@ http_co(struct handler_call *call)
 	curl_easy_setopt(easy, CURLOPT_HEADERFUNCTION, http_header_cb);
 	curl_easy_setopt(easy, CURLOPT_HEADERDATA, &x);
 	curl_easy_setopt(easy, CURLOPT_HTTPHEADER, hdrs);
-	if (jb != NULL) {
-		curl_easy_setopt(easy, CURLOPT_POSTFIELDSIZE_LARGE,
-		    (curl_off_t)json_string_length(jb));
-		curl_easy_setopt(easy, CURLOPT_POSTFIELDS, json_string_value(jb));
+	if (has_body) {
+		if (buf_reserve(&reqbody, 0) < 0) {
+			handler_fail(out, RESULT_ERROR, "handler_failed", "out of memory");
+			goto done;
+		}
+		curl_easy_setopt(easy, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)reqbody.len);
+		curl_easy_setopt(easy, CURLOPT_POSTFIELDS, reqbody.data);
 	}
 	if (strcmp(method, "HEAD") == 0)
 		curl_easy_setopt(easy, CURLOPT_NOBODY, 1L);
-	else if (strcmp(method, "GET") != 0 || jb != NULL)
+	else if (strcmp(method, "GET") != 0 || has_body)
 		curl_easy_setopt(easy, CURLOPT_CUSTOMREQUEST, method);
 
 	for (int hops = 0;; hops++) {
@@ -373,7 +425,7 @@ http_co(struct handler_call *call)
 			}
 			continue;
 		}
-		if (http_result(out, status, &x) < 0)
+		if (http_result(out, status, &x, binary) < 0)
 			handler_fail(out, RESULT_ERROR, "handler_failed", "out of memory");
 		break;
 	}
@@ -386,6 +438,7 @@ done:
 	curl_free(next);
 	json_decref(x.headers);
 	buf_free(&x.body);
+	buf_free(&reqbody);
 	json_decref(req);
 }
 

@@ -2,6 +2,7 @@
 the allow-list (refused before any connection), redirects, the response
 cap, a slow server hitting the timeout, 200 fetches at once."""
 
+import base64
 import http.server
 import json
 import socket
@@ -55,6 +56,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             self._send(200, b"x" * 200000)
         elif self.path == "/ok/bytes":
             self._send(200, b"caf\xc3\xa9 \xff")
+        elif self.path == "/ok/all-bytes":
+            self._send(200, bytes(range(256)) * 3)
         elif self.path.startswith("/ok/n/"):
             self._send(200, self.path.encode())
         else:
@@ -139,6 +142,35 @@ class Http(TaskdTestCase):
     def test_bytes_that_are_not_utf8(self):
         r = self.call("http", {"url": self.base + "/ok/bytes"})
         self.assertEqual(json.loads(r.body)["body"], "caf\u00e9 \ufffd")
+
+    def test_binary_bodies_in_base64(self):
+        """binary: true returns the body byte for byte as body_base64;
+        body_base64 sends bytes that are not text; a bad one is refused."""
+        r = self.call("http", {"url": self.base + "/ok/all-bytes", "binary": True})
+        self.assertEqual(r.status, "ok", r)
+        res = json.loads(r.body)
+        self.assertNotIn("body", res)
+        self.assertEqual(base64.b64decode(res["body_base64"], validate=True),
+                         bytes(range(256)) * 3)
+        sent = bytes(range(255, -1, -1))
+        r = self.call("http", {"method": "POST", "url": self.base + "/ok/post",
+                               "body_base64": base64.b64encode(sent).decode(),
+                               "binary": True}, cid="c2")
+        res = json.loads(r.body)
+        self.assertEqual(res["status"], 201)
+        self.assertEqual(base64.b64decode(res["body_base64"]), sent)
+        with self.server.lock:
+            self.assertEqual(self.server.seen[-1][2], sent, "the server got other bytes")
+        before = len(self.paths())
+        for i, req in enumerate([
+                {"url": self.base + "/ok/hello", "body_base64": "not base64!"},
+                {"url": self.base + "/ok/hello", "body": "a", "body_base64": "YQ=="},
+                {"url": self.base + "/ok/hello", "binary": "yes"}]):
+            with self.subTest(req=req):
+                r = self.call("http", req, cid="bad%d" % i)
+                self.assertEqual(r.status, "rejected", r)
+                self.assertEqual(r.error()["error"], "bad_payload")
+        self.assertEqual(len(self.paths()), before, "a refused request reached the server")
 
     def test_outside_allow_list_makes_no_connection(self):
         # A listener nobody may reach: a connection would be pending on it.

@@ -591,6 +591,75 @@ START_TEST(test_reserve_overflow)
 END_TEST
 
 /* ---------------------------------------------------------------------
+ * base64 (RFC 4648 §10 test vectors, then round trips of every length)
+ */
+
+static const struct b64_row {
+	const char *plain;
+	const char *coded;
+} b64_rows[] = {
+	{ "", "" }, { "f", "Zg==" }, { "fo", "Zm8=" }, { "foo", "Zm9v" },
+	{ "foob", "Zm9vYg==" }, { "fooba", "Zm9vYmE=" }, { "foobar", "Zm9vYmFy" },
+};
+
+START_TEST(test_base64_vectors)
+{
+	const struct b64_row *r = &b64_rows[_i];
+	struct buf b = { 0 };
+
+	ck_assert_int_eq(buf_base64(&b, r->plain, strlen(r->plain)), 0);
+	ck_assert_uint_eq(b.len, strlen(r->coded));
+	ck_assert(b.len == 0 || strcmp(b.data, r->coded) == 0);
+	buf_reset(&b);
+	ck_assert_int_eq(buf_unbase64(&b, r->coded, strlen(r->coded)), 0);
+	ck_assert_uint_eq(b.len, strlen(r->plain));
+	ck_assert(b.len == 0 || memcmp(b.data, r->plain, b.len) == 0);
+	buf_free(&b);
+}
+END_TEST
+
+START_TEST(test_base64_round_trip)
+{
+	unsigned char in[300];
+	for (size_t i = 0; i < sizeof(in); i++)
+		in[i] = (unsigned char)(255 - i * 7);
+	for (size_t n = 0; n <= sizeof(in); n++) {
+		struct buf coded = { 0 }, back = { 0 };
+		ck_assert_int_eq(buf_puts(&back, "keep:"), 0);   /* appends */
+		ck_assert_int_eq(buf_base64(&coded, in, n), 0);
+		ck_assert_uint_eq(coded.len, (n + 2) / 3 * 4);
+		ck_assert_int_eq(buf_unbase64(&back, coded.data ? coded.data : "",
+		    coded.len), 0);
+		ck_assert_uint_eq(back.len, 5 + n);
+		ck_assert(memcmp(back.data, "keep:", 5) == 0);
+		ck_assert(n == 0 || memcmp(back.data + 5, in, n) == 0);
+		buf_free(&coded);
+		buf_free(&back);
+	}
+}
+END_TEST
+
+/* Text that is not base64 is refused whole, and the buffer keeps what it
+ * had. */
+START_TEST(test_base64_refused)
+{
+	static const char *const bad[] = {
+		"Zg=", "Zm9", "Z", "Zg=a", "Z===", "====", "Zm9v\n", "Zm 9v",
+		"Zm9-", "Zm9_", "Zg==Zg==", "Zh==", "Zm9=", "Zm8=Zm8=", "\xc3\xa9" "AA",
+	};
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		struct buf b = { 0 };
+		ck_assert_int_eq(buf_puts(&b, "kept"), 0);
+		int rc = buf_unbase64(&b, bad[i], strlen(bad[i]));
+		ck_assert_msg(rc == -2, "\"%s\" decoded (rc %d)", bad[i], rc);
+		ck_assert_uint_eq(b.len, 4);
+		ck_assert_str_eq(b.data, "kept");
+		buf_free(&b);
+	}
+}
+END_TEST
+
+/* ---------------------------------------------------------------------
  * result_build
  */
 
@@ -798,6 +867,9 @@ main(void)
 	tcase_add_test(tb, test_steal);
 	tcase_add_test(tb, test_reserve_reset_free);
 	tcase_add_test(tb, test_reserve_overflow);
+	tcase_add_loop_test(tb, test_base64_vectors, 0, NROWS(b64_rows));
+	tcase_add_test(tb, test_base64_round_trip);
+	tcase_add_test(tb, test_base64_refused);
 	suite_add_tcase(s, tb);
 
 	tcase_add_loop_test(tr, test_error_body, 0, NROWS(body_rows));
