@@ -14,6 +14,12 @@
  * watcher resumes where it stopped. */
 #define BROKER_DRAIN_MAX 512
 
+/* A reconnect for changed settings waits this long (s) at most for the
+ * confirms of results already out (a confirm takes milliseconds unless the
+ * broker is stuck), then gives the acks this long (ms) to reach the socket. */
+#define BROKER_REPLAN_WAIT 2.0
+#define BROKER_REPLAN_FLUSH_MS 500
+
 /* What a write may add to the socket's send queue, as the kernel counts it
  * (sk_wmem_queued: payload plus the skb's own size, about 1.5 KiB for a
  * small segment; TLS records add less): an ack or reject is one small
@@ -66,6 +72,10 @@ struct broker {
 	ev_idle idle;
 	ev_timer hb;
 	ev_timer retry;
+	/* A reconnect the operator asked for (changed settings) waits for the
+	 * confirms of results already published, so their tasks get acked
+	 * instead of coming back; active only while one is due. */
+	ev_timer replan;
 	ev_tstamp last_rx;
 
 	/* Results awaiting their confirm, in publish (= sequence) order. */
@@ -100,6 +110,7 @@ static void broker_lost(struct broker *b, const char *fmt, ...)
 	__attribute__((format(printf, 2, 3)));
 static void broker_attempt(struct broker *b);
 static void broker_after_call(struct broker *b);
+static void broker_replan_cb(struct ev_loop *loop, ev_timer *w, int revents);
 
 void
 broker_delivery_free(struct broker_delivery *d)
@@ -115,6 +126,7 @@ broker_watchers_stop(struct broker *b)
 	ev_io_stop(b->loop, &b->io_w);
 	ev_idle_stop(b->loop, &b->idle);
 	ev_timer_stop(b->loop, &b->hb);
+	ev_timer_stop(b->loop, &b->replan);
 }
 
 static void
@@ -402,6 +414,13 @@ broker_confirms(struct broker *b, uint64_t tag, bool multiple, enum broker_confi
 	while (b->count > 0 && b->ring[b->head].token == NULL) {
 		b->head = (b->head + 1) % b->ring_cap;
 		b->count--;
+	}
+	if (b->count == 0 && ev_is_active(&b->replan)) {
+		/* Not from here, inside the frame drain: on the next turn of
+		 * the loop, after the acks these confirms settle are queued. */
+		ev_timer_stop(b->loop, &b->replan);
+		ev_timer_set(&b->replan, 0.0, 0.0);
+		ev_timer_start(b->loop, &b->replan);
 	}
 	if (before >= (size_t)b->max_unconfirmed && b->count < before)
 		b->ops.writable(b->ctx);
@@ -806,8 +825,10 @@ broker_new(struct ev_loop *loop, const struct connector_params *params,
 	ev_idle_init(&b->idle, broker_idle_cb);
 	ev_timer_init(&b->hb, broker_hb_cb, 1.0, 1.0);
 	ev_timer_init(&b->retry, broker_retry_cb, 0.0, 0.0);
+	ev_timer_init(&b->replan, broker_replan_cb, 0.0, 0.0);
 	ev_prepare_init(&b->flush, broker_flush_cb);
 	b->io_r.data = b->io_w.data = b->idle.data = b->hb.data = b->retry.data = b;
+	b->replan.data = b;
 	b->flush.data = b;
 	return b;
 }
@@ -831,6 +852,29 @@ params_same(const struct connector_params *a, const struct connector_params *c)
 	    SAME_STR(a->queue, c->queue) && a->durable == c->durable &&
 	    a->quorum == c->quorum && SAME_STR(a->reply_queue, c->reply_queue);
 #undef SAME_STR
+}
+
+/* Drops the connection and connects with the new settings at once. */
+static void
+broker_replan(struct broker *b)
+{
+	ev_timer_stop(b->loop, &b->replan);
+	/* Answered tasks need not come back. */
+	(void)broker_flush_acks(b, BROKER_REPLAN_FLUSH_MS);
+	if (b->state == BROKER_UP)
+		broker_lost(b, "broker settings changed");
+	ev_timer_stop(b->loop, &b->retry);
+	broker_attempt(b);
+}
+
+static void
+broker_replan_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+	(void)loop;
+	(void)revents;
+	struct broker *b = w->data;
+	if (b->state == BROKER_UP)
+		broker_replan(b);
 }
 
 int
@@ -862,16 +906,15 @@ broker_reconfigure(struct broker *b, const struct connector_params *params,
 	backoff_reset(&b->backoff);
 	switch (b->state) {
 	case BROKER_UP:
-		/* Answered tasks need not come back. */
-		(void)broker_flush_acks(b, 0);
-		if (b->state != BROKER_UP) {
-			ev_timer_stop(b->loop, &b->retry);
-			broker_attempt(b);
+		if (b->count > 0) {
+			/* Results still await their confirm: give them a moment,
+			 * or their answered tasks would run again. */
+			ev_timer_stop(b->loop, &b->replan);
+			ev_timer_set(&b->replan, BROKER_REPLAN_WAIT, 0.0);
+			ev_timer_start(b->loop, &b->replan);
 			break;
 		}
-		broker_lost(b, "broker settings changed");
-		ev_timer_stop(b->loop, &b->retry);
-		broker_attempt(b);
+		broker_replan(b);
 		break;
 	case BROKER_CONNECTING:
 		connector_free(b->connector);

@@ -119,6 +119,13 @@ class Reload(TaskdTestCase):
 
     def test_changed_broker_settings_reconnect(self):
         d = self.taskd(tasks=[ECHO])
+        # Tasks answered just before the reload: the reconnect waits for
+        # their results' confirms and sends their acks first, so none of
+        # them comes back to be answered again.
+        ids = [new_id() for _ in range(200)]
+        for cid in ids:
+            self.publish(b"e", task="echo", correlation_id=cid)
+        got = self.collect_ids(ids, 20)
         since = d.log_size()
         d.conf["broker"]["heartbeat"] = 10
         d.write_config()
@@ -126,6 +133,9 @@ class Reload(TaskdTestCase):
         d.wait_log(r"connected to .*heartbeat 10 s", 15, since)
         d.wait_consuming(1, 15)
         self.assertEqual(self.run_task("echo", b"y").body, b"y")
+        got += self.client.consume_until(self.reply_queue, lambda r: False, 1.0)
+        again = [r.correlation_id for r in got if r.correlation_id in ids]
+        self.assertEqual(len(again), len(ids), "tasks answered twice across the reload")
         # Unchanged broker settings: no reconnect.
         since = d.log_size()
         d.conf["limits"]["timeout"] = 30.0
