@@ -877,6 +877,12 @@ broker_replan_cb(struct ev_loop *loop, ev_timer *w, int revents)
 		broker_replan(b);
 }
 
+bool
+broker_params_differ(const struct broker *b, const struct connector_params *params)
+{
+	return !params_same(&b->params, params);
+}
+
 int
 broker_reconfigure(struct broker *b, const struct connector_params *params,
     size_t max_payload, int max_unconfirmed, double reconnect_max)

@@ -97,8 +97,12 @@ struct broker *broker_new(struct ev_loop *loop, const struct connector_params *p
     const struct broker_ops *ops, void *ctx);
 /* Starts connecting (IDLE -> CONNECTING). */
 void broker_start(struct broker *b);
+/* Whether params differ from the connection settings in force, i.e. whether
+ * broker_reconfigure with them would reconnect. */
+bool broker_params_differ(const struct broker *b, const struct connector_params *params);
 /* Replaces the settings.  When connection settings differ, the connection
- * is closed and made again with the new ones (returns 1); else 0. */
+ * is closed and made again with the new ones (returns 1); else 0.  A
+ * caller that wants tasks in flight to finish first drains them before. */
 int broker_reconfigure(struct broker *b, const struct connector_params *params,
     size_t max_payload, int max_unconfirmed, double reconnect_max);
 

@@ -667,6 +667,15 @@ dispatch_abandon(struct dispatch *d)
 }
 
 void
+dispatch_resume(struct dispatch *d)
+{
+	d->draining = false;
+	d->idle = NULL;
+	d->idle_ctx = NULL;
+	dispatch_admit(d);
+}
+
+void
 dispatch_stats(const struct dispatch *d, struct dispatch_stats *out)
 {
 	*out = d->st;

@@ -63,6 +63,9 @@ void dispatch_drain(struct dispatch *d, void (*idle)(void *ctx), void *ctx);
 /* Graceful stop, step 2 (grace period over): stop every running task and
  * send it back to the queue. */
 void dispatch_abandon(struct dispatch *d);
+/* After a drain that was not a stop (a reconnect for new broker settings):
+ * take tasks again. */
+void dispatch_resume(struct dispatch *d);
 
 void dispatch_stats(const struct dispatch *d, struct dispatch_stats *out);
 void dispatch_free(struct dispatch *d);

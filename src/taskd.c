@@ -38,6 +38,8 @@
 
 enum taskd_state {
 	TASKD_RUNNING,   /* consuming and running tasks */
+	TASKD_SWITCHING, /* broker settings changed: tasks in flight finish,
+	                  * then the connection is made again with them */
 	TASKD_DRAINING,  /* stopping: letting tasks in flight finish */
 	TASKD_STOPPED,   /* the loop is done */
 };
@@ -54,6 +56,7 @@ struct taskd {
 	ev_signal sigterm, sigint, sighup;
 	ev_timer grace;
 	ev_timer finish;
+	ev_timer reconnect;  /* ends TASKD_SWITCHING, from the loop */
 	ev_timer status;     /* refreshes STATUS= (service manager only) */
 	ev_timer watchdog;   /* WATCHDOG=1 at half WATCHDOG_USEC */
 	bool ready;          /* READY=1 sent */
@@ -293,6 +296,55 @@ taskd_idle(void *ctx)
 	ev_timer_start(t->loop, &t->finish);
 }
 
+/* Applies the broker settings of the config in force. */
+static void
+taskd_apply_broker(struct taskd *t)
+{
+	struct connector_params p;
+	taskd_params(&p, t->conf, t->worker);
+	broker_reconfigure(t->broker, &p, t->conf->max_payload,
+	    t->conf->max_unconfirmed, t->conf->reconnect_max);
+}
+
+/* Called from inside the dispatcher: only schedule the reconnect. */
+static void
+taskd_switch_idle(void *ctx)
+{
+	struct taskd *t = ctx;
+	ev_timer_start(t->loop, &t->reconnect);
+}
+
+static void
+taskd_reconnect_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+	(void)revents;
+	struct taskd *t = w->data;
+	if (t->state != TASKD_SWITCHING)
+		return;
+	ev_timer_stop(loop, &t->grace);
+	t->state = TASKD_RUNNING;
+	dispatch_resume(t->dispatch);
+	taskd_apply_broker(t);
+}
+
+/* New broker settings with the connection up: the consumer is cancelled,
+ * tasks in flight finish and their results are confirmed and acked (within
+ * shutdown.grace, like a stop), and only then is the connection made again,
+ * so a reload never cuts a running task short. */
+static void
+taskd_switch(struct taskd *t)
+{
+	struct dispatch_stats st;
+	dispatch_stats(t->dispatch, &st);
+	log_info("broker settings changed: reconnecting once %zu tasks in flight "
+	    "finish (at most %.0f s)", st.in_flight, t->conf->shutdown_grace);
+	t->state = TASKD_SWITCHING;
+	broker_cancel_consumer(t->broker);
+	ev_timer_set(&t->grace, t->conf->shutdown_grace, 0.0);
+	ev_timer_start(t->loop, &t->grace);
+	dispatch_drain(t->dispatch, taskd_switch_idle, t);
+}
+
 static void
 taskd_grace_cb(struct ev_loop *loop, ev_timer *w, int revents)
 {
@@ -301,6 +353,13 @@ taskd_grace_cb(struct ev_loop *loop, ev_timer *w, int revents)
 	struct taskd *t = w->data;
 	struct dispatch_stats st;
 	dispatch_stats(t->dispatch, &st);
+	if (t->state == TASKD_SWITCHING) {
+		log_warn("grace period before the reconnect over: %zu tasks still "
+		    "running go back to the queue", st.in_flight);
+		dispatch_abandon(t->dispatch);
+		ev_timer_start(t->loop, &t->reconnect);
+		return;
+	}
 	log_warn("shutdown grace period over: %zu tasks still running go back to the queue",
 	    st.in_flight);
 	dispatch_abandon(t->dispatch);
@@ -319,6 +378,10 @@ taskd_stop_cb(struct ev_loop *loop, ev_signal *w, int revents)
 		ev_break(loop, EVBREAK_ALL);
 		return;
 	}
+	/* A stop during a switch: the reconnect is off, the drain goes on
+	 * under the stop's own grace period. */
+	ev_timer_stop(loop, &t->reconnect);
+	ev_timer_stop(loop, &t->grace);
 	t->state = TASKD_DRAINING;
 	struct dispatch_stats st;
 	dispatch_stats(t->dispatch, &st);
@@ -357,7 +420,7 @@ taskd_reload_cb(struct ev_loop *loop, ev_signal *w, int revents)
 	struct taskd *t = w->data;
 	char *errs = NULL;
 
-	if (t->state != TASKD_RUNNING)
+	if (t->state != TASKD_RUNNING && t->state != TASKD_SWITCHING)
 		return;
 	log_info("reloading %s", t->conf->path);
 	struct timespec now;
@@ -397,14 +460,20 @@ taskd_reload_cb(struct ev_loop *loop, ev_signal *w, int revents)
 	if (ps.size != pp.size)
 		log_info("cpu pool: %d workers, was %d (%s)", pp.size, ps.size, why);
 	pool_configure(t->pool, &pp);
-	struct connector_params p;
-	taskd_params(&p, conf, t->worker);
-	broker_reconfigure(t->broker, &p, conf->max_payload, conf->max_unconfirmed,
-	    conf->reconnect_max);
 	registry_free(t->reg);
 	conf_free(t->conf);
 	t->conf = conf;
 	t->reg = reg;
+	/* During a switch the reconnect to come takes whatever is in force. */
+	if (t->state == TASKD_RUNNING) {
+		struct connector_params p;
+		taskd_params(&p, conf, t->worker);
+		if (broker_state(t->broker) == BROKER_UP &&
+		    broker_params_differ(t->broker, &p))
+			taskd_switch(t);
+		else
+			taskd_apply_broker(t);
+	}
 	log_info("configuration reloaded: %zu tasks", registry_count(reg));
 	taskd_ready_again(t, NULL);
 }
@@ -480,6 +549,8 @@ taskd_run(struct conf *conf, struct registry *reg)
 	ev_signal_init(&t.sighup, taskd_reload_cb, SIGHUP);
 	ev_timer_init(&t.grace, taskd_grace_cb, 0.0, 0.0);
 	ev_timer_init(&t.finish, taskd_finish_cb, 0.0, 0.0);
+	ev_timer_init(&t.reconnect, taskd_reconnect_cb, 0.0, 0.0);
+	t.reconnect.data = &t;
 	ev_timer_init(&t.status, taskd_status_cb, TASKD_STATUS_EVERY, TASKD_STATUS_EVERY);
 	ev_timer_init(&t.watchdog, taskd_watchdog_cb, 0.0, notify_watchdog_usec() / 2e6);
 	t.sigterm.data = t.sigint.data = t.sighup.data = t.grace.data = &t;
@@ -517,6 +588,7 @@ taskd_run(struct conf *conf, struct registry *reg)
 	fetch_teardown();
 	ev_timer_stop(t.loop, &t.grace);
 	ev_timer_stop(t.loop, &t.finish);
+	ev_timer_stop(t.loop, &t.reconnect);
 	ev_timer_stop(t.loop, &t.status);
 	ev_timer_stop(t.loop, &t.watchdog);
 	ev_signal_stop(t.loop, &t.sigterm);
