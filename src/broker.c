@@ -877,6 +877,27 @@ broker_replan_cb(struct ev_loop *loop, ev_timer *w, int revents)
 		broker_replan(b);
 }
 
+void
+broker_reconnect(struct broker *b)
+{
+	if (b->state != BROKER_UP) {
+		if (b->state == BROKER_WAITING) {
+			ev_timer_stop(b->loop, &b->retry);
+			broker_attempt(b);
+		}
+		return;
+	}
+	if (b->count > 0) {
+		/* Results still await their confirm: give them a moment, or their
+		 * answered tasks would run again. */
+		ev_timer_stop(b->loop, &b->replan);
+		ev_timer_set(&b->replan, BROKER_REPLAN_WAIT, 0.0);
+		ev_timer_start(b->loop, &b->replan);
+		return;
+	}
+	broker_replan(b);
+}
+
 bool
 broker_params_differ(const struct broker *b, const struct connector_params *params)
 {
@@ -912,15 +933,7 @@ broker_reconfigure(struct broker *b, const struct connector_params *params,
 	backoff_reset(&b->backoff);
 	switch (b->state) {
 	case BROKER_UP:
-		if (b->count > 0) {
-			/* Results still await their confirm: give them a moment,
-			 * or their answered tasks would run again. */
-			ev_timer_stop(b->loop, &b->replan);
-			ev_timer_set(&b->replan, BROKER_REPLAN_WAIT, 0.0);
-			ev_timer_start(b->loop, &b->replan);
-			break;
-		}
-		broker_replan(b);
+		broker_reconnect(b);
 		break;
 	case BROKER_CONNECTING:
 		connector_free(b->connector);

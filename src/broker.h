@@ -97,6 +97,10 @@ struct broker *broker_new(struct ev_loop *loop, const struct connector_params *p
     const struct broker_ops *ops, void *ctx);
 /* Starts connecting (IDLE -> CONNECTING). */
 void broker_start(struct broker *b);
+/* Closes the connection cleanly (once results already published are
+ * confirmed, for at most a moment) and makes it again at once: a fresh
+ * consumer after taskd cancelled its own. */
+void broker_reconnect(struct broker *b);
 /* Whether params differ from the connection settings in force, i.e. whether
  * broker_reconfigure with them would reconnect. */
 bool broker_params_differ(const struct broker *b, const struct connector_params *params);

@@ -296,14 +296,15 @@ taskd_idle(void *ctx)
 	ev_timer_start(t->loop, &t->finish);
 }
 
-/* Applies the broker settings of the config in force. */
-static void
+/* Applies the broker settings of the config in force; returns whether
+ * that makes a new connection. */
+static bool
 taskd_apply_broker(struct taskd *t)
 {
 	struct connector_params p;
 	taskd_params(&p, t->conf, t->worker);
-	broker_reconfigure(t->broker, &p, t->conf->max_payload,
-	    t->conf->max_unconfirmed, t->conf->reconnect_max);
+	return broker_reconfigure(t->broker, &p, t->conf->max_payload,
+	    t->conf->max_unconfirmed, t->conf->reconnect_max) == 1;
 }
 
 /* Called from inside the dispatcher: only schedule the reconnect. */
@@ -324,7 +325,10 @@ taskd_reconnect_cb(struct ev_loop *loop, ev_timer *w, int revents)
 	ev_timer_stop(loop, &t->grace);
 	t->state = TASKD_RUNNING;
 	dispatch_resume(t->dispatch);
-	taskd_apply_broker(t);
+	/* A later reload may have put the old settings back: the consumer was
+	 * cancelled all the same, so a new connection is due either way. */
+	if (!taskd_apply_broker(t))
+		broker_reconnect(t->broker);
 }
 
 /* New broker settings with the connection up: the consumer is cancelled,
@@ -472,7 +476,7 @@ taskd_reload_cb(struct ev_loop *loop, ev_signal *w, int revents)
 		    broker_params_differ(t->broker, &p))
 			taskd_switch(t);
 		else
-			taskd_apply_broker(t);
+			(void)taskd_apply_broker(t);
 	}
 	log_info("configuration reloaded: %zu tasks", registry_count(reg));
 	taskd_ready_again(t, NULL);

@@ -191,6 +191,29 @@ class Reload(TaskdTestCase):
         self.assertEqual([r.correlation_id for r in got], [cid])
         self.assertEqual(got[0].status, "ok", got[0])
 
+    def test_settings_put_back_during_broker_switch(self):
+        """A second reload restores the old broker settings while the first
+        waits for its tasks: the consumer was cancelled all the same, so
+        taskd still reconnects and consumes again."""
+        d = self.taskd({"shutdown.grace": 20.0}, tasks=[SLEEP, ECHO])
+        cid = new_id()
+        self.publish(b"3000", task="sleep", correlation_id=cid)
+        self.wait_for("the task running (unacked)",
+                      lambda: (self.queue_stats(self.queue) or (0, 0, 0))[:2] == (0, 1), 10)
+        since = d.log_size()
+        d.conf["broker"]["heartbeat"] = 10
+        d.write_config()
+        self.reload(d, since)
+        d.wait_log(r"reconnecting once 1 tasks in flight finish", 5, since)
+        d.conf["broker"]["heartbeat"] = 30
+        d.write_config()
+        self.reload(d, d.log_size())
+        got = self.collect_ids([cid], 10)
+        self.assertEqual(got[0].status, "ok", got[0])
+        d.wait_log(r"connected to .*heartbeat 30 s", 15, since)
+        d.wait_consuming(1, 15)
+        self.assertEqual(self.run_task("echo", b"still consuming").body, b"still consuming")
+
     def test_stop_during_broker_switch(self):
         """SIGTERM while a reload waits for tasks before reconnecting: the
         stop takes over (no reconnect), the task is answered, exit 0."""
