@@ -107,18 +107,22 @@ struct baseline {
 	struct timespec last;   /* last ack */
 	bool started;
 	bool full_props;        /* -H: replies shaped like taskd's results */
+	const char *subset;     /* -S: only these of them (NULL = all) */
 };
 
 static void
 usage(FILE *f)
 {
-	fprintf(f, "usage: baseline -u URI -q QUEUE [-p PREFETCH] [-n STOP_AFTER_N] [-H]\n"
+	fprintf(f, "usage: baseline -u URI -q QUEUE [-p PREFETCH] [-n STOP_AFTER_N] [-H [-S SUBSET]]\n"
 	    "  -u URI       amqp://user:pass@host:port/vhost\n"
 	    "  -q QUEUE     queue to consume (must exist)\n"
 	    "  -p PREFETCH  basic.qos prefetch count (default 2000, 0 = unlimited)\n"
 	    "  -n N         exit after N messages were acked\n"
 	    "  -H           send replies with the properties and headers of a taskd\n"
-	    "               result (design section 4), so the broker does the same work\n");
+	    "               result (design section 4), so the broker does the same work\n"
+	    "  -S SUBSET    with -H, only some of them, to see what costs the broker:\n"
+	    "               t type, a app_id, s timestamp, d delivery_mode, a digit N\n"
+	    "               the first N taskd-* headers, L a 41-byte taskd-status value\n");
 }
 
 static void
@@ -548,7 +552,7 @@ read_one(struct baseline *b, struct timeval *timeout)
  * and stores every one of these, which is a large part of its cost per
  * message, so a fair peer sends them too.  Values of typical length. */
 static void
-full_props(amqp_basic_properties_t *p, amqp_table_entry_t h[5])
+full_props(amqp_basic_properties_t *p, amqp_table_entry_t h[5], const char *subset)
 {
 	static const struct { const char *k, *v; } str[] = {
 		{ "taskd-status", "ok" },
@@ -575,6 +579,25 @@ full_props(amqp_basic_properties_t *p, amqp_table_entry_t h[5])
 	p->delivery_mode = 1;
 	p->headers.num_entries = 5;
 	p->headers.entries = h;
+	if (subset == NULL)
+		return;
+	static const struct { char c; amqp_flags_t flag; } fields[] = {
+		{ 't', AMQP_BASIC_TYPE_FLAG }, { 'a', AMQP_BASIC_APP_ID_FLAG },
+		{ 's', AMQP_BASIC_TIMESTAMP_FLAG }, { 'd', AMQP_BASIC_DELIVERY_MODE_FLAG },
+	};
+	p->_flags = 0;
+	p->headers.num_entries = 0;
+	for (size_t i = 0; i < sizeof(fields) / sizeof(fields[0]); i++)
+		if (strchr(subset, fields[i].c) != NULL)
+			p->_flags |= fields[i].flag;
+	for (const char *c = subset; *c != '\0'; c++)
+		if (*c >= '1' && *c <= '5')
+			p->headers.num_entries = *c - '0';
+	if (p->headers.num_entries > 0)
+		p->_flags |= AMQP_BASIC_HEADERS_FLAG;
+	if (strchr(subset, 'L') != NULL)
+		h[0].value.value.bytes =
+		    amqp_cstring_bytes("ok-ok-ok-ok-ok-ok-ok-ok-ok-ok-ok-ok-ok-ok");
 }
 
 /* Publishes the replies of every complete delivery, in ring order. */
@@ -593,7 +616,7 @@ publish_ready(struct baseline *b)
 		memset(&props, 0, sizeof(props));
 		amqp_table_entry_t h[5];
 		if (b->full_props)
-			full_props(&props, h);
+			full_props(&props, h, b->subset);
 		if (s->has_corr) {
 			props._flags |= AMQP_BASIC_CORRELATION_ID_FLAG;
 			props.correlation_id = bytes_view(&s->corr);
@@ -735,7 +758,8 @@ main(int argc, char **argv)
 	int opt;
 
 	bool full = false;
-	while ((opt = getopt(argc, argv, "hHu:q:p:n:")) != -1) {
+	const char *subset = NULL;
+	while ((opt = getopt(argc, argv, "hHS:u:q:p:n:")) != -1) {
 		switch (opt) {
 		case 'u':
 			uri = optarg;
@@ -757,6 +781,13 @@ main(int argc, char **argv)
 			break;
 		case 'H':
 			full = true;
+			break;
+		case 'S':
+			if (optarg[strspn(optarg, "tasd12345L")] != '\0') {
+				fprintf(stderr, "baseline: -S wants letters of tasdL and a digit 1-5\n");
+				return 1;
+			}
+			subset = optarg;
 			break;
 		case 'h':
 			usage(stdout);
@@ -789,7 +820,8 @@ main(int argc, char **argv)
 	struct baseline b;
 	memset(&b, 0, sizeof(b));
 	b.stop_after = stop_after;
-	b.full_props = full;
+	b.full_props = full || subset != NULL;
+	b.subset = subset;
 	int status = 0;
 	if (connect_broker(&b, uri, queue, (uint16_t)prefetch) < 0 || run(&b) < 0)
 		status = 1;
