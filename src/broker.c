@@ -880,12 +880,20 @@ broker_replan_cb(struct ev_loop *loop, ev_timer *w, int revents)
 void
 broker_reconnect(struct broker *b)
 {
-	if (b->state != BROKER_UP) {
-		if (b->state == BROKER_WAITING) {
-			ev_timer_stop(b->loop, &b->retry);
-			broker_attempt(b);
-		}
+	switch (b->state) {
+	case BROKER_IDLE:
 		return;
+	case BROKER_CONNECTING:
+		connector_free(b->connector);
+		b->connector = NULL;
+		broker_attempt(b);
+		return;
+	case BROKER_WAITING:
+		ev_timer_stop(b->loop, &b->retry);
+		broker_attempt(b);
+		return;
+	case BROKER_UP:
+		break;
 	}
 	if (b->count > 0) {
 		/* Results still await their confirm: give them a moment, or their
@@ -931,22 +939,7 @@ broker_reconfigure(struct broker *b, const struct connector_params *params,
 	connector_params_clear(&b->params);
 	b->params = copy;
 	backoff_reset(&b->backoff);
-	switch (b->state) {
-	case BROKER_UP:
-		broker_reconnect(b);
-		break;
-	case BROKER_CONNECTING:
-		connector_free(b->connector);
-		b->connector = NULL;
-		broker_attempt(b);
-		break;
-	case BROKER_WAITING:
-		ev_timer_stop(b->loop, &b->retry);
-		broker_attempt(b);
-		break;
-	case BROKER_IDLE:
-		break;
-	}
+	broker_reconnect(b);
 	return 1;
 }
 

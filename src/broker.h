@@ -97,9 +97,11 @@ struct broker *broker_new(struct ev_loop *loop, const struct connector_params *p
     const struct broker_ops *ops, void *ctx);
 /* Starts connecting (IDLE -> CONNECTING). */
 void broker_start(struct broker *b);
-/* Closes the connection cleanly (once results already published are
- * confirmed, for at most a moment) and makes it again at once: a fresh
- * consumer after taskd cancelled its own. */
+/* Makes the connection again at once with the settings in force: an
+ * attempt under way or scheduled starts over, and a connection that is up
+ * is closed cleanly first (once results already published are confirmed,
+ * for at most a moment).  Nothing before broker_start.  Also how taskd
+ * gets a fresh consumer after cancelling its own. */
 void broker_reconnect(struct broker *b);
 /* Whether params differ from the connection settings in force, i.e. whether
  * broker_reconfigure with them would reconnect. */
