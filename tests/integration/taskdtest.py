@@ -648,6 +648,14 @@ class TaskdTestCase(unittest.TestCase):
                 return int(parts[1]), int(parts[2]), parts[3].strip() == "true"
         return None
 
+    def wait_running(self, n, timeout=15):
+        """Waits until this test's queue has no task ready and n unacked,
+        i.e. taskd has taken n tasks and not yet settled them."""
+        self.wait_for("%d tasks taken and running (queue %s: ready, unacked = 0, %d)"
+                      % (n, self.queue, n),
+                      lambda: (self.queue_stats(self.queue) or (0, 0, 0))[:2] == (0, n),
+                      timeout)
+
     def wait_for(self, what, predicate, timeout, interval=0.05):
         """Polls predicate() until it returns a true value (returned) or
         fails after timeout seconds saying `what` did not happen."""
@@ -677,6 +685,11 @@ class TaskdTestCase(unittest.TestCase):
             self.fail("got %d of %d results from '%s' within %.0f s: %r%s"
                       % (len(got), n, queue, timeout, got[:5], self.daemon_logs()))
         return got
+
+    def more_results(self, seconds, queue=None):
+        """Whatever else reaches the reply queue within seconds: a task
+        answered twice shows up here."""
+        return self.client.consume_until(queue or self.reply_queue, lambda r: False, seconds)
 
     def collect_ids(self, ids, timeout, queue=None, got=None):
         """Consumes results until every correlation id in ids was seen at

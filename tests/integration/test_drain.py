@@ -40,10 +40,6 @@ class Drain(TaskdTestCase):
                 return ids
             ids.append(m.correlation_id)
 
-    def wait_taken(self, n):
-        self.wait_for("taskd took all %d tasks" % n,
-                      lambda: self.queue_stats(self.queue)[:2] == (0, n), 15)
-
     def test_past_grace_requeued_within_grace_answered(self):
         grace = 1.0
         d = self.taskd({"shutdown.grace": grace, "cpu.workers": 1})
@@ -56,7 +52,7 @@ class Drain(TaskdTestCase):
         # The quick ones are answered before the stop (the sha256 ran before
         # the burn took the only worker); the slow ones are still running.
         got = self.collect_ids(quick, timeout=10)
-        self.wait_taken(len(slow))
+        self.wait_running(len(slow))
 
         t0 = time.monotonic()
         d.stop(expect=0, timeout=grace + 15)
@@ -72,7 +68,7 @@ class Drain(TaskdTestCase):
         self.assertEqual(stats[:2], (len(slow), 0),
                          "after the drain: (ready, unacked) in the task queue\n" + d.log_tail())
         self.assertEqual(sorted(self.leftover()), sorted(slow))
-        extra = self.client.consume_until(self.reply_queue, lambda r: False, 0.5)
+        extra = self.more_results(0.5)
         answered = set(r.correlation_id for r in got + extra)
         self.assertEqual(answered & set(slow), set(),
                          "a task past the grace period was answered and requeued")
@@ -83,7 +79,7 @@ class Drain(TaskdTestCase):
     def test_second_signal_stops_at_once(self):
         d = self.taskd({"shutdown.grace": 60.0})
         slow = self.publish_set("slow", [("sleep", b"30000")] * 3)
-        self.wait_taken(len(slow))
+        self.wait_running(len(slow))
         since = d.log_size()
         d.proc.send_signal(signal.SIGTERM)
         d.wait_log("stopping", timeout=5, since=since)

@@ -133,7 +133,7 @@ class Reload(TaskdTestCase):
         d.wait_log(r"connected to .*heartbeat 10 s", 15, since)
         d.wait_consuming(1, 15)
         self.assertEqual(self.run_task("echo", b"y").body, b"y")
-        got += self.client.consume_until(self.reply_queue, lambda r: False, 1.0)
+        got += self.more_results(1.0)
         again = [r.correlation_id for r in got if r.correlation_id in ids]
         self.assertEqual(len(again), len(ids), "tasks answered twice across the reload")
         # Unchanged broker settings: no reconnect.
@@ -144,26 +144,33 @@ class Reload(TaskdTestCase):
         self.assertEqual(self.run_task("echo", b"z").body, b"z")
         self.assertEqual(d.log_lines(r"connected to|connection lost", since), [])
 
+    def switch_with_tasks_running(self, d, n, ms):
+        """Publishes n sleep(ms) tasks, waits until they run, then reloads
+        with a changed broker.heartbeat (10 s), which makes taskd reconnect
+        once they are done.  Returns their ids and the log offset from
+        before the reload."""
+        ids = [new_id() for _ in range(n)]
+        for cid in ids:
+            self.publish(str(ms).encode(), task="sleep", correlation_id=cid)
+        self.wait_running(n, 10)
+        since = d.log_size()
+        d.conf["broker"]["heartbeat"] = 10
+        d.write_config()
+        self.reload(d, since)
+        return ids, since
+
     def test_broker_change_lets_tasks_in_flight_finish(self):
         """New broker settings with tasks running: the consumer is
         cancelled, the running tasks finish and are answered once (first
         attempt), and only then does taskd reconnect and consume again."""
         d = self.taskd({"shutdown.grace": 20.0}, tasks=[SLEEP, ECHO])
-        ids = [new_id() for _ in range(4)]
-        for cid in ids:
-            self.publish(b"5000", task="sleep", correlation_id=cid)
-        self.wait_for("4 tasks running (unacked)",
-                      lambda: (self.queue_stats(self.queue) or (0, 0, 0))[:2] == (0, 4), 10)
-        since = d.log_size()
-        d.conf["broker"]["heartbeat"] = 10
-        d.write_config()
-        self.reload(d, since)
+        ids, since = self.switch_with_tasks_running(d, 4, 5000)
         d.wait_log(r"reconnecting once 4 tasks in flight finish", 5, since)
         got = self.collect_ids(ids, 25)
         d.wait_log(r"connected to .*heartbeat 10 s", 15, since)
         d.wait_consuming(1, 15)
         self.assertEqual(self.run_task("echo", b"after").body, b"after")
-        got += self.client.consume_until(self.reply_queue, lambda r: False, 0.5)
+        got += self.more_results(0.5)
         answers = [r for r in got if r.correlation_id in ids]
         self.assertEqual(len(answers), len(ids), "a task answered twice: %r" % answers)
         for r in answers:
@@ -176,18 +183,11 @@ class Reload(TaskdTestCase):
         back to the queue and runs again on the new connection: answered
         once, never lost."""
         d = self.taskd({"shutdown.grace": 0.5}, tasks=[SLEEP, ECHO])
-        cid = new_id()
-        self.publish(b"6000", task="sleep", correlation_id=cid)
-        self.wait_for("the task running (unacked)",
-                      lambda: (self.queue_stats(self.queue) or (0, 0, 0))[:2] == (0, 1), 10)
-        since = d.log_size()
-        d.conf["broker"]["heartbeat"] = 10
-        d.write_config()
-        self.reload(d, since)
+        (cid,), since = self.switch_with_tasks_running(d, 1, 6000)
         d.wait_log(r"grace period before the reconnect over: 1 tasks", 5, since)
         d.wait_log(r"connected to .*heartbeat 10 s", 15, since)
         got = self.collect_ids([cid], 30)
-        got += self.client.consume_until(self.reply_queue, lambda r: False, 0.5)
+        got += self.more_results(0.5)
         self.assertEqual([r.correlation_id for r in got], [cid])
         self.assertEqual(got[0].status, "ok", got[0])
 
@@ -196,14 +196,7 @@ class Reload(TaskdTestCase):
         waits for its tasks: the consumer was cancelled all the same, so
         taskd still reconnects and consumes again."""
         d = self.taskd({"shutdown.grace": 20.0}, tasks=[SLEEP, ECHO])
-        cid = new_id()
-        self.publish(b"3000", task="sleep", correlation_id=cid)
-        self.wait_for("the task running (unacked)",
-                      lambda: (self.queue_stats(self.queue) or (0, 0, 0))[:2] == (0, 1), 10)
-        since = d.log_size()
-        d.conf["broker"]["heartbeat"] = 10
-        d.write_config()
-        self.reload(d, since)
+        (cid,), since = self.switch_with_tasks_running(d, 1, 3000)
         d.wait_log(r"reconnecting once 1 tasks in flight finish", 5, since)
         d.conf["broker"]["heartbeat"] = 30
         d.write_config()
@@ -218,14 +211,7 @@ class Reload(TaskdTestCase):
         """SIGTERM while a reload waits for tasks before reconnecting: the
         stop takes over (no reconnect), the task is answered, exit 0."""
         d = self.taskd({"shutdown.grace": 20.0}, tasks=[SLEEP, ECHO])
-        cid = new_id()
-        self.publish(b"3000", task="sleep", correlation_id=cid)
-        self.wait_for("the task running (unacked)",
-                      lambda: (self.queue_stats(self.queue) or (0, 0, 0))[:2] == (0, 1), 10)
-        since = d.log_size()
-        d.conf["broker"]["heartbeat"] = 10
-        d.write_config()
-        self.reload(d, since)
+        (cid,), since = self.switch_with_tasks_running(d, 1, 3000)
         d.wait_log(r"reconnecting once 1 tasks in flight finish", 5, since)
         d.stop(expect=0)
         got = self.collect_ids([cid], 10)
