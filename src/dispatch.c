@@ -328,10 +328,11 @@ task_run(struct task *t)
 	}
 	if (t->handler->kind == HANDLER_CPU) {
 		/* Same shape as an I/O handler: the pool calls done, and the
-		 * deadline's cancel kills the worker. */
+		 * deadline's cancel kills the worker.  done never comes from
+		 * inside pool_submit (pool.h), so t is ours until we return. */
 		if (pool_submit(d->pool, call, t->handler->name) < 0) {
-			log_warn("task %s sent back to the queue: the cpu backlog is full",
-			    t->env.task_id);
+			log_warn("task %s sent back to the queue: the cpu pool cannot take "
+			    "it (backlog full or out of memory)", t->env.task_id);
 			task_requeue(t);
 			return;
 		}

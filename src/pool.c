@@ -20,6 +20,9 @@
 
 extern char **environ;
 
+/* A channel buffer larger than this is freed once empty. */
+#define POOL_KEEP_BUF ((size_t)1 << 20)
+
 const struct handler handler_exec_cpu = { WORKER_EXEC_HANDLER, HANDLER_CPU, NULL, NULL, NULL };
 
 enum worker_state {
@@ -30,7 +33,7 @@ enum worker_state {
 };
 
 struct job {
-	struct job *next;            /* backlog FIFO */
+	struct job *next;            /* the backlog or the finished FIFO */
 	struct handler_call *call;
 	const char *handler;         /* static (built-in) or a plugin's: never freed */
 	uint64_t seq;
@@ -71,6 +74,10 @@ struct pool {
 	struct worker all;           /* list head */
 	struct job *bl_head, *bl_tail;
 	size_t nbacklog;
+	/* Calls answered by the pool itself (lost worker, no memory), done
+	 * from the `later` timer: never from inside a pool_* function. */
+	struct job *fin_head, *fin_tail;
+	ev_timer later;
 	ev_timer respawn;
 	double respawn_delay;
 	uint64_t seq;
@@ -78,7 +85,7 @@ struct pool {
 };
 
 static void pool_pump(struct pool *pool);
-static void worker_send(struct worker *w);
+static int worker_send(struct worker *w, const char **why);
 
 /* ---- small helpers ------------------------------------------------------ */
 
@@ -171,8 +178,103 @@ job_free(struct job *j)
 	free(j);
 }
 
-/* The worker died or misbehaved: its task (if any) is answered
- * "worker_crashed" and the dispatcher decides about a retry. */
+static void
+fifo_push(struct job **head, struct job **tail, struct job *j, bool front)
+{
+	if (front) {
+		j->next = *head;
+		*head = j;
+		if (*tail == NULL)
+			*tail = j;
+		return;
+	}
+	j->next = NULL;
+	if (*tail != NULL)
+		(*tail)->next = j;
+	else
+		*head = j;
+	*tail = j;
+}
+
+static struct job *
+fifo_pop(struct job **head, struct job **tail)
+{
+	struct job *j = *head;
+	if (j != NULL) {
+		*head = j->next;
+		if (*head == NULL)
+			*tail = NULL;
+		j->next = NULL;
+	}
+	return j;
+}
+
+/* Takes j out of a FIFO; false when it is not there. */
+static bool
+fifo_remove(struct job **head, struct job **tail, struct job *j)
+{
+	struct job *prev = NULL;
+	for (struct job **pp = head; *pp != NULL; prev = *pp, pp = &(*pp)->next) {
+		if (*pp == j) {
+			*pp = j->next;
+			if (*tail == j)
+				*tail = prev;
+			j->next = NULL;
+			return true;
+		}
+	}
+	return false;
+}
+
+static void
+backlog_push(struct pool *pool, struct job *j, bool front)
+{
+	fifo_push(&pool->bl_head, &pool->bl_tail, j, front);
+	pool->nbacklog++;
+}
+
+static struct job *
+backlog_pop(struct pool *pool)
+{
+	struct job *j = fifo_pop(&pool->bl_head, &pool->bl_tail);
+	if (j != NULL)
+		pool->nbacklog--;
+	return j;
+}
+
+/* j's call->out is filled: its done comes from the loop, through the
+ * `later` timer, so that no pool_* function ever calls back into its
+ * caller (a dispatcher in the middle of starting that very task). */
+static void
+job_finish(struct pool *pool, struct job *j)
+{
+	fifo_push(&pool->fin_head, &pool->fin_tail, j, false);
+	if (!ev_is_active(&pool->later)) {
+		ev_timer_set(&pool->later, 0.0, 0.0);
+		ev_timer_start(pool->loop, &pool->later);
+	}
+}
+
+static void
+pool_later_cb(struct ev_loop *loop, ev_timer *t, int revents)
+{
+	(void)loop;
+	(void)revents;
+	struct pool *pool = t->data;
+	struct job *j;
+	/* One at a time: a done() may cancel or submit other calls. */
+	while ((j = fifo_pop(&pool->fin_head, &pool->fin_tail)) != NULL) {
+		struct handler_call *call = j->call;
+		job_free(j);
+		handler_call_done(call);
+	}
+}
+
+/* The worker died or broke the protocol.  Its task, if one was on its
+ * way, is answered "worker_crashed" (done comes later: job_finish) and the
+ * dispatcher decides about a retry; a task not one byte of which reached
+ * the worker goes back to the front of the backlog instead, since the
+ * worker cannot have run it: the caller pumps. */
 static void
 worker_lost(struct worker *w, const char *why)
 {
@@ -181,29 +283,36 @@ worker_lost(struct worker *w, const char *why)
 
 	if (w->state == WORKER_GONE)
 		return;
+	/* out holds the task frame until all of it is written (worker_send
+	 * empties it then), and nothing else while the worker is busy. */
+	bool reached = j != NULL && (w->out_off > 0 || w->out.len == 0);
 	w->job = NULL;
 	/* A worker that cannot even start (a plugin that no longer loads)
 	 * must not be forked again and again without a pause. */
 	pool->respawn_delay = w->state == WORKER_STARTING ? 1.0 : 0.0;
 	worker_kill(w);   /* a worker that sent garbage may still be running */
 	worker_close(w);  /* schedules the replacement */
+	const char *when = j == NULL ? "while idle" :
+	    reached ? "while running a task" : "before its task reached it";
 	/* A closed channel says nothing of the cause; the exit status that
 	 * ev_child reports soon after does, so child_cb logs then.  A bad
 	 * frame is its own cause and is logged now. */
 	if (why != NULL)
 		log_warn("cpu worker %d (pid %ld) lost %s: %s", w->slot + 1,
-		    (long)w->pid, j ? "while running a task" : "while idle", why);
-	if (why == NULL)
-		w->lost = j ? "while running a task" : "while idle";
+		    (long)w->pid, when, why);
+	else
+		w->lost = when;
 	if (j == NULL)
 		return;
-	pool->st.crashed++;
 	pool->st.busy--;
-	struct handler_call *call = j->call;
-	job_free(j);
-	handler_fail(&call->out, RESULT_ERROR, "worker_crashed",
-	    "the cpu worker running the task died (%s)", why ? why : "it exited");
-	handler_call_done(call);
+	if (!reached) {
+		backlog_push(pool, j, true);
+		return;
+	}
+	pool->st.crashed++;
+	handler_fail(&j->call->out, RESULT_ERROR, "worker_crashed",
+	    "the cpu worker running the task was lost (%s)", why ? why : "it exited");
+	job_finish(pool, j);
 }
 
 static void
@@ -236,6 +345,7 @@ worker_child_cb(struct ev_loop *loop, ev_child *c, int revents)
 	w->next->prev = w->prev;
 	pool->st.alive--;
 	free(w);
+	pool_pump(pool);   /* its task may be back in the backlog */
 }
 
 /* ---- frames from a worker ------------------------------------------------ */
@@ -372,7 +482,7 @@ worker_read_cb(struct ev_loop *loop, ev_io *io, int revents)
 		if (r <= 0) {
 			/* EOF or ECONNRESET: it died; child_cb tells how. */
 			worker_lost(w, NULL);
-			return;
+			break;
 		}
 		w->in.len += (size_t)r;
 		/* A short read drained the socket: skip the read(2) that would
@@ -385,7 +495,7 @@ worker_read_cb(struct ev_loop *loop, ev_io *io, int revents)
 			size_t n = frame_size(w->in.data + w->in_off, w->in.len - w->in_off, max);
 			if (n == (size_t)-1) {
 				worker_lost(w, "sent an oversized frame");
-				return;
+				break;
 			}
 			if (n == 0 || w->in.len - w->in_off < n)
 				break;
@@ -394,11 +504,11 @@ worker_read_cb(struct ev_loop *loop, ev_io *io, int revents)
 			w->in_off += n;
 			if (worker_frame(w, w->in.data + at, n, &why) < 0) {
 				worker_lost(w, why);
-				return;
+				break;
 			}
 		}
 		if (w->state == WORKER_GONE)
-			return;
+			break;
 		if (w->in_off == w->in.len) {
 			w->in.len = w->in_off = 0;
 			/* A big result should not pin its buffer for ever. */
@@ -418,11 +528,20 @@ worker_write_cb(struct ev_loop *loop, ev_io *io, int revents)
 {
 	(void)loop;
 	(void)revents;
-	worker_send((struct worker *)((char *)io - offsetof(struct worker, wio)));
+	struct worker *w = (struct worker *)((char *)io - offsetof(struct worker, wio));
+	struct pool *pool = w->pool;
+	const char *why;
+	if (worker_send(w, &why) < 0) {
+		worker_lost(w, why);
+		pool_pump(pool);   /* a task that never reached w goes on */
+	}
 }
 
-static void
-worker_send(struct worker *w)
+/* Writes what w->out holds, as far as the channel takes it; the write
+ * watcher does the rest.  Returns 0, or -1 (why set) when the channel is
+ * broken: the caller loses the worker. */
+static int
+worker_send(struct worker *w, const char **why)
 {
 	struct pool *pool = w->pool;
 	while (w->out_off < w->out.len) {
@@ -433,20 +552,27 @@ worker_send(struct worker *w)
 		if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
 			if (!ev_is_active(&w->wio))
 				ev_io_start(pool->loop, &w->wio);
-			return;
+			return 0;
 		}
 		if (n < 0) {
-			worker_lost(w, strerror(errno));
-			return;
+			*why = strerror(errno);
+			return -1;
 		}
 		w->out_off += (size_t)n;
 	}
 	ev_io_stop(pool->loop, &w->wio);
 	w->out.len = w->out_off = 0;
-	if (w->out.cap > 1 << 20)
+	if (w->out.cap > POOL_KEEP_BUF)
 		buf_free(&w->out);
+	return 0;
 }
 
+/* Hands j to the idle worker w.  Returns 0 when the task is on its way
+ * (written, or being written as the channel drains); -1 when its frame
+ * could not be built (memory), w and j untouched; -2 when w turned out to
+ * be dead already (its channel broken before a byte of the task went
+ * out): w is lost and j is at the front of the backlog.  Never calls
+ * done. */
 static int
 worker_give(struct worker *w, struct job *j)
 {
@@ -469,7 +595,14 @@ worker_give(struct worker *w, struct job *j)
 	w->job = j;
 	w->state = WORKER_BUSY;
 	pool->st.busy++;
-	worker_send(w);
+	const char *why;
+	if (worker_send(w, &why) < 0) {
+		/* Typically the first send(2) failed: j went back to the
+		 * backlog.  If part of the frame went out first, the worker may
+		 * have read it and died of it: a crash, answered later. */
+		worker_lost(w, why);
+		return pool->bl_head == j ? -2 : 0;
+	}
 	return 0;
 }
 
@@ -596,7 +729,9 @@ worker_spawn(struct pool *pool, int slot)
 	pool->all.prev = w;
 	pool->st.alive++;
 	pool->st.spawned++;
-	worker_send(w);   /* the hello */
+	const char *why;
+	if (worker_send(w, &why) < 0)   /* the hello */
+		worker_lost(w, why);
 	return w;
 
 fail:
@@ -660,25 +795,31 @@ idle_worker(struct pool *pool)
 	return NULL;
 }
 
-/* Backlog -> idle workers, oldest first. */
-static void
-pool_pump(struct pool *pool)
+/* Backlog -> idle workers, oldest first.  A job whose frame could not be
+ * built (memory) is taken off the backlog and returned; NULL when the
+ * backlog is empty or no worker is idle. */
+static struct job *
+pool_hand_out(struct pool *pool)
 {
 	struct worker *w;
 	while (pool->bl_head != NULL && (w = idle_worker(pool)) != NULL) {
-		struct job *j = pool->bl_head;
-		pool->bl_head = j->next;
-		if (pool->bl_head == NULL)
-			pool->bl_tail = NULL;
-		pool->nbacklog--;
-		j->next = NULL;
-		if (worker_give(w, j) < 0) {
-			struct handler_call *call = j->call;
-			job_free(j);
-			handler_fail(&call->out, RESULT_ERROR, "handler_failed",
-			    "out of memory handing the task to a worker");
-			handler_call_done(call);
-		}
+		struct job *j = backlog_pop(pool);
+		/* -2: w was dead already and j is back at the front, for the
+		 * next idle worker. */
+		if (worker_give(w, j) == -1)
+			return j;
+	}
+	return NULL;
+}
+
+static void
+pool_pump(struct pool *pool)
+{
+	struct job *j;
+	while ((j = pool_hand_out(pool)) != NULL) {
+		handler_fail(&j->call->out, RESULT_ERROR, "handler_failed",
+		    "out of memory handing the task to a worker");
+		job_finish(pool, j);
 	}
 }
 
@@ -688,14 +829,18 @@ pool_cancel(struct handler_call *call)
 	/* The pool is this call's handler: its state is the call's
 	 * handler-owned pointer (handler.h). */
 	struct pool *pool = call->state;
-	struct job **pp = &pool->bl_head, *prev = NULL;
-	for (; *pp != NULL; prev = *pp, pp = &(*pp)->next) {
-		if ((*pp)->call == call) {
-			struct job *j = *pp;
-			*pp = j->next;
-			if (pool->bl_tail == j)
-				pool->bl_tail = prev;
+	for (struct job *j = pool->bl_head; j != NULL; j = j->next) {
+		if (j->call == call) {
+			fifo_remove(&pool->bl_head, &pool->bl_tail, j);
 			pool->nbacklog--;
+			job_free(j);
+			return;
+		}
+	}
+	/* Answered already, its done not yet called: it never will be. */
+	for (struct job *j = pool->fin_head; j != NULL; j = j->next) {
+		if (j->call == call) {
+			fifo_remove(&pool->fin_head, &pool->fin_tail, j);
 			job_free(j);
 			return;
 		}
@@ -718,8 +863,7 @@ pool_cancel(struct handler_call *call)
 int
 pool_submit(struct pool *pool, struct handler_call *call, const char *handler)
 {
-	struct worker *w = idle_worker(pool);
-	if (w == NULL && pool->nbacklog >= pool->p.backlog)
+	if (idle_worker(pool) == NULL && pool->nbacklog >= pool->p.backlog)
 		return -1;
 	struct job *j = calloc(1, sizeof(*j));
 	if (j == NULL)
@@ -727,16 +871,20 @@ pool_submit(struct pool *pool, struct handler_call *call, const char *handler)
 	j->call = call;
 	j->handler = handler;
 	j->seq = ++pool->seq;
+	/* The backlog is empty while a worker is idle (every event that
+	 * frees a worker pumps), so j is next in line.  A worker that turns
+	 * out to be dead on the way hands it on to the next, or leaves it in
+	 * the backlog: the bound may be passed by one job per dead worker. */
+	backlog_push(pool, j, false);
+	struct job *bad = pool_hand_out(pool);
+	if (bad == j) {
+		job_free(j);
+		return -1;
+	}
+	if (bad != NULL)   /* an older one: it waits for the next pump */
+		backlog_push(pool, bad, true);
 	call->cancel = pool_cancel;
 	call->state = pool;
-	if (w != NULL && worker_give(w, j) == 0)
-		return 0;
-	if (pool->bl_tail)
-		pool->bl_tail->next = j;
-	else
-		pool->bl_head = j;
-	pool->bl_tail = j;
-	pool->nbacklog++;
 	return 0;
 }
 
@@ -791,6 +939,8 @@ pool_new(struct ev_loop *loop, const struct pool_params *p, char *err, size_t er
 	}
 	ev_timer_init(&pool->respawn, pool_respawn_cb, 0.0, 0.0);
 	pool->respawn.data = pool;
+	ev_timer_init(&pool->later, pool_later_cb, 0.0, 0.0);
+	pool->later.data = pool;
 	pool_fill(pool);
 	if (pool->st.alive == 0) {
 		snprintf(err, errlen, "no cpu worker could be started");
@@ -848,6 +998,7 @@ pool_free(struct pool *pool)
 	if (pool == NULL)
 		return;
 	ev_timer_stop(pool->loop, &pool->respawn);
+	ev_timer_stop(pool->loop, &pool->later);
 	struct worker *w = pool->all.next;
 	while (w != &pool->all) {
 		struct worker *next = w->next;
@@ -864,17 +1015,17 @@ pool_free(struct pool *pool)
 			;
 		if (w->pidfd >= 0)
 			close(w->pidfd);
-		free(w->job);
+		job_free(w->job);
 		buf_free(&w->in);
 		buf_free(&w->out);
 		free(w);
 		w = next;
 	}
-	while (pool->bl_head != NULL) {
-		struct job *j = pool->bl_head;
-		pool->bl_head = j->next;
-		free(j);
-	}
+	struct job *j;
+	while ((j = backlog_pop(pool)) != NULL)
+		job_free(j);
+	while ((j = fifo_pop(&pool->fin_head, &pool->fin_tail)) != NULL)
+		job_free(j);
 	close(pool->exe);
 	strv_free(pool->plugins);
 	free(pool->slots);

@@ -9,12 +9,23 @@
  *   worker --RESULT frame--> pool --handler_call_done(call)--> dispatch
  *
  * A submitted call behaves like an I/O handler's (handler.h): done is called
- * once, later, from the loop; call->cancel (timeout, shutdown) stops it, and
- * for a task on a worker that means SIGKILL to the worker (and to the
- * process group of a program an exec task started), after which done is
- * never called.  A worker that dies mid-task (signal, abort, OOM kill, a
- * malformed frame) answers its task with RESULT_ERROR / "worker_crashed";
- * the dispatcher decides about retries.
+ * once, later, from a callback of the loop, never from inside a pool_*
+ * function (so a caller may still set up its own state after pool_submit
+ * returned); call->cancel (timeout, shutdown) stops it, and for a task on a
+ * worker that means SIGKILL to the worker (and to the process group of a
+ * program an exec task started), after which done is never called.
+ *
+ * A worker that dies mid-task (signal, abort, OOM kill) or breaks the frame
+ * protocol answers its task with RESULT_ERROR / "worker_crashed"; the
+ * dispatcher decides about retries.  A task not one byte of which reached
+ * its worker (the worker died idle and the parent had not seen it yet)
+ * cannot have run: it goes to the next worker, first in the backlog, and
+ * is no crash.  Breaking the protocol means sending anything but, in
+ * order, one READY after HELLO and, per TASK, at most one CHILD and one
+ * RESULT, each well-formed and within its size (frame_max_len): a worker
+ * can make the parent hold one frame of at most limits.max_payload plus a
+ * few KiB, never more, and is SIGKILLed at the first byte out of line
+ * that the parent reads.
  *
  * Spawning: fork, then in the child only async-signal-safe steps (empty
  * signal mask, default dispositions, PR_SET_PDEATHSIG then a getppid()
@@ -83,8 +94,11 @@ struct pool *pool_new(struct ev_loop *loop, const struct pool_params *p,
 void pool_configure(struct pool *pool, const struct pool_params *p);
 
 /* Runs call on a worker: handler is a CPU handler's name, the call's
- * in.args->exec (if any) its argv.  Returns 0 (call->cancel is set; done
- * comes later), or -1 when the backlog is full (call untouched). */
+ * in.args->exec (if any) its argv.  Returns 0: call->cancel is set and done
+ * comes later, from the loop, whatever happens meanwhile (even a worker
+ * found dead on the way); or -1 when the pool cannot take it (the backlog
+ * is full, or memory ran out): call untouched, done never called.  The
+ * backlog bound may be passed by one task per worker found dead. */
 int pool_submit(struct pool *pool, struct handler_call *call, const char *handler);
 
 void pool_stats(const struct pool *pool, struct pool_stats *out);

@@ -54,7 +54,9 @@ def cpu_seconds(pid):
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-class Pool(TaskdTestCase):
+class PoolTestCase(TaskdTestCase):
+    """Helpers of the pool's tests."""
+
     def wait_burning(self, pid):
         """Waits until worker pid is running a burn: more CPU than a worker
         spends starting (being runnable is not enough: a worker that has
@@ -78,6 +80,8 @@ class Pool(TaskdTestCase):
             return pids if len(pids) == n and not set(pids) & set(exclude) else None
         return self.wait_for("pool of %d workers (not %s)" % (n, sorted(exclude)), ok, 5)
 
+
+class Pool(PoolTestCase):
     def test_size_and_titles(self):
         d = self.start_with({"cpu.workers": 2})
         pids = self.wait_pool(d, 2)
@@ -301,3 +305,56 @@ class Pool(TaskdTestCase):
                         pass
             return found
         self.wait_for("the timed-out program gone", lambda: not sleepers(), 5)
+
+
+
+class PoolFaults(PoolTestCase):
+    """Faults at the pool's edges: a worker that died unseen, a worker that
+    breaks the frame protocol."""
+
+    TASKS = [{"name": "hangup", "handler": "hangup"},
+             {"name": "sha256", "handler": "sha256", "timeout": 1.0}]
+
+    def test_task_given_to_a_worker_that_died_idle_runs_on_the_next(self):
+        """The worker went away after its last task; the next task's frame
+        cannot be written to it.  That task never reached a worker: not a
+        crash, so it runs (attempt 1) on the replacement instead of being
+        answered worker_crashed, and it is answered once."""
+        d = self.start_with({"cpu.workers": 1}, tasks=self.TASKS, plugins=[MISBEHAVE])
+        (victim,) = self.wait_pool(d, 1)
+        res = self.run_task("hangup", b"")
+        self.assertEqual(res.status, "ok", res)
+        cid = new_id()
+        res = self.run_task("sha256", b"abc", correlation_id=cid)
+        self.assertEqual(res.status, "ok", res)
+        self.assertEqual(res.body.decode(), hashlib.sha256(b"abc").hexdigest())
+        self.assertEqual(res.headers.get("taskd-attempt"), 1, res)
+        # Past the task's 1 s deadline: a timer left running fires.
+        self.assertEqual(self.more_results(2.0), [], "answered once")
+        self.assert_alive(d)
+        self.wait_pool(d, 1, exclude=[victim])
+        self.assertEqual(d.log_lines(r"lost while running a task"), [],
+                         "the task was not a crash")
+
+    def test_task_without_reply_given_to_a_worker_that_died_idle(self):
+        """Without a reply address a task is settled as soon as it is
+        answered: the dispatcher must not touch it after pool_submit (with
+        the old contract it armed the deadline timer of a freed task)."""
+        d = self.start_with({"cpu.workers": 1, "reply.queue": ""}, tasks=self.TASKS,
+                            plugins=[MISBEHAVE])
+        (victim,) = self.wait_pool(d, 1)
+
+        def settled():
+            return (self.queue_stats(self.queue) or (1, 1, 0))[:2] == (0, 0)
+        self.publish(b"", task="hangup", reply_to=None)
+        self.wait_for("the hangup task acked", settled, 20)
+        self.publish(b"abc", task="sha256", reply_to=None)
+        self.wait_for("the sha256 task acked", settled, 20)
+        time.sleep(2.0)   # past its 1 s deadline
+        self.assert_alive(d)
+        self.wait_pool(d, 1, exclude=[victim])
+        self.publish(b"after", task="sha256", reply_to=None)
+        self.wait_for("one more task acked", settled, 20)
+        self.assert_alive(d)
+        self.assertEqual(d.log_lines(r"lost while running a task"), [],
+                         "the task was not a crash")

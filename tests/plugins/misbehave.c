@@ -7,10 +7,16 @@
  *   grow   (cpu) allocates and touches payload-many MiB and keeps them
  *                (cpu.max_memory recycling)
  *   big    (cpu) answers payload-many MiB (the result size limit)
+ *   hangup (cpu) answers, but shuts the reading side of the channel first
+ *                and keeps the worker process alive for 5 s after it
+ *                ends: the worker goes away while idle, and the daemon's
+ *                next write to it fails before any end of file or exit
+ *                status can tell (a dead worker not yet seen)
  *
  * Built twice: as misbehave.so, and with -DWRONG_ABI as wrongabi.so, which
  * claims another ABI version and must be refused.
  */
+#include <sys/socket.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -74,11 +80,34 @@ big(const struct taskd_input *in, struct taskd_output *out)
 			return;
 }
 
+/* The channel to the daemon (worker.h: WORKER_FD). */
+#define CHANNEL 3
+
+static void
+linger(void)
+{
+	sleep(5);
+}
+
+static void
+hangup(const struct taskd_input *in, struct taskd_output *out)
+{
+	(void)in;
+	/* The worker reads end of file at once and exits (after linger);
+	 * the daemon, whose sending side this shuts, gets EPIPE. */
+	if (shutdown(CHANNEL, SHUT_RD) < 0 || atexit(linger) != 0) {
+		taskd_output_fail(out, TASKD_ERROR, "handler_failed", "cannot hang up");
+		return;
+	}
+	(void)taskd_output_append(out, "hung up", 7);
+}
+
 static const struct taskd_handler handlers[] = {
 	{ "spin", TASKD_KIND_CPU, spin },
 	{ "pid", TASKD_KIND_CPU, pid },
 	{ "grow", TASKD_KIND_CPU, grow },
 	{ "big", TASKD_KIND_CPU, big },
+	{ "hangup", TASKD_KIND_CPU, hangup },
 	{ NULL, 0, NULL },
 };
 
