@@ -247,6 +247,25 @@ frame_size(const void *p, size_t n, size_t max)
 	return (size_t)len + FRAME_HEADER;
 }
 
+size_t
+frame_max_len(int type, size_t max_body)
+{
+	/* type byte, then the fields as the encoders above write them */
+	const size_t str = 4 + FRAME_STR_MAX + 1;
+	switch (type) {
+	case FRAME_READY:
+		return 1 + 4;
+	case FRAME_CHILD:
+		return 1 + 8 + 4;
+	case FRAME_RESULT:
+		if (max_body > FRAME_MAX - 1024 - 2 * str)
+			return FRAME_MAX;
+		return 1 + 8 + 1 + 8 + 2 * str + 4 + max_body;
+	default:
+		return 0;
+	}
+}
+
 int
 frame_type(const void *p, size_t n)
 {

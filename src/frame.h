@@ -49,6 +49,10 @@ enum frame_type {
 /* No frame is larger: a payload is at most limits.max_payload (1 GiB). */
 #define FRAME_MAX (((size_t)1 << 30) + 65536)
 
+/* The longest error code or content type a RESULT may carry; a worker
+ * sends none longer (it falls back to a generic code, or none). */
+#define FRAME_STR_MAX 1024
+
 /* TASK flags */
 #define FRAME_MEASURE_RSS 1u   /* report RSS in the result (cpu.max_memory) */
 
@@ -97,7 +101,14 @@ int frame_put_result(struct buf *b, const struct frame_result *m);
  * impossible (zero or above max). */
 size_t frame_size(const void *p, size_t n, size_t max);
 
-/* The type of a complete frame p[0..n) (n from frame_size), or 0. */
+/* The largest length field (the u32 prefix: what follows it) of a
+ * well-formed frame of type from a worker (READY, CHILD, RESULT with a body
+ * of at most max_body bytes and strings of at most FRAME_STR_MAX), for
+ * frame_size's max; 0 for a type a worker never sends. */
+size_t frame_max_len(int type, size_t max_body);
+
+/* The type of the frame at p[0..n), once n covers the header and the type
+ * byte; 0 before. */
 int frame_type(const void *p, size_t n);
 
 /* Decoders of one complete frame p[0..n); the decoded strings point into

@@ -20,6 +20,10 @@
 
 extern char **environ;
 
+/* Reads from a worker: at least this much room per read(2), and at most
+ * this many reads per callback. */
+#define POOL_READ 65536
+#define POOL_READS 16
 /* A channel buffer larger than this is freed once empty. */
 #define POOL_KEEP_BUF ((size_t)1 << 20)
 
@@ -50,14 +54,14 @@ struct worker {
 	int fd;                      /* our end of the channel; -1 once closed */
 	enum worker_state state;
 	struct job *job;
+	bool child_seen;             /* a CHILD frame came for job: one is allowed */
 	pid_t prog_pgid;             /* an exec task's program group, 0 = none */
 	int tasks;                   /* tasks finished */
 	const char *lost;            /* died on its own ("while idle"...): child_cb logs how */
 	double started;
 	ev_io rio, wio;
 	ev_child child;
-	struct buf in;               /* bytes read, from in_off on not parsed */
-	size_t in_off;
+	struct buf in;               /* bytes read, not yet a whole frame */
 	struct buf out;              /* bytes to write, from out_off on */
 	size_t out_off;
 };
@@ -164,7 +168,7 @@ worker_close(struct worker *w)
 	}
 	buf_free(&w->in);
 	buf_free(&w->out);
-	w->in_off = w->out_off = 0;
+	w->out_off = 0;
 	w->state = WORKER_GONE;
 	if (w->slot < pool->nslots && pool->slots[w->slot] == w) {
 		pool->slots[w->slot] = NULL;
@@ -404,6 +408,7 @@ worker_frame(struct worker *w, const char *p, size_t n, const char **why)
 			*why = "sent a malformed or unexpected child frame";
 			return -1;
 		}
+		w->child_seen = true;
 		w->prog_pgid = c.pgid;
 		return 0;
 	}
@@ -430,6 +435,7 @@ worker_frame(struct worker *w, const char *p, size_t n, const char **why)
 		out->content_type = intern(r.content_type, NULL);
 	}
 	w->job = NULL;
+	w->child_seen = false;
 	w->prog_pgid = 0;
 	w->tasks++;
 	w->state = WORKER_IDLE;
@@ -460,6 +466,85 @@ worker_frame(struct worker *w, const char *p, size_t n, const char **why)
 	return 0;
 }
 
+/* The largest length field a frame of type may carry from w now, by its
+ * state: 0 when no such frame is acceptable (a worker speaks only when
+ * spoken to: READY once after HELLO, then for each TASK at most one CHILD
+ * and one RESULT).  So a worker can make the parent hold one frame of at
+ * most this size, never more. */
+static size_t
+worker_accepts(const struct worker *w, int type, const char **why)
+{
+	switch (w->state) {
+	case WORKER_STARTING:
+		if (type == FRAME_READY)
+			return frame_max_len(FRAME_READY, 0);
+		*why = "sent a frame other than ready while starting";
+		return 0;
+	case WORKER_BUSY:
+		if (type == FRAME_RESULT)
+			return frame_max_len(FRAME_RESULT, w->pool->p.max_result);
+		if (type == FRAME_CHILD && !w->child_seen)
+			return frame_max_len(FRAME_CHILD, 0);
+		*why = type == FRAME_CHILD ? "sent a second child frame for its task" :
+		    "sent an unexpected frame while running a task";
+		return 0;
+	case WORKER_IDLE:
+	case WORKER_GONE:
+		break;
+	}
+	*why = "sent a frame while idle";
+	return 0;
+}
+
+/* Takes every whole frame out of w->in and keeps only the partial one
+ * that follows (so a stream of frames that straddle reads never piles
+ * up).  Returns why the worker broke the protocol, or NULL. */
+static const char *
+worker_parse(struct worker *w)
+{
+	const char *why = NULL;
+	size_t off = 0;
+
+	/* A result hands the worker back, and done() may submit again (or a
+	 * recycling close it), so the state is checked for every frame. */
+	while (w->state != WORKER_GONE) {
+		const char *p = w->in.data + off;
+		size_t left = w->in.len - off;
+		size_t n = frame_size(p, left, FRAME_MAX);
+		if (n == (size_t)-1) {
+			why = "sent a frame of impossible length";
+			break;
+		}
+		if (n == 0 || left < FRAME_HEADER + 1)
+			break;
+		/* Judged on its header: the parent never buffers a frame it
+		 * would refuse. */
+		size_t max = worker_accepts(w, frame_type(p, left), &why);
+		if (max == 0)
+			break;
+		if (n - FRAME_HEADER > max) {
+			why = "sent an oversized frame";
+			break;
+		}
+		if (left < n)
+			break;
+		off += n;
+		if (worker_frame(w, p, n, &why) < 0)
+			break;
+	}
+	if (why != NULL || w->state == WORKER_GONE)
+		return why;
+	if (off > 0) {
+		memmove(w->in.data, w->in.data + off, w->in.len - off);
+		w->in.len -= off;
+		w->in.data[w->in.len] = '\0';
+	}
+	/* A big result should not pin its buffer for ever. */
+	if (w->in.len == 0 && w->in.cap > POOL_KEEP_BUF)
+		buf_free(&w->in);
+	return NULL;
+}
+
 static void
 worker_read_cb(struct ev_loop *loop, ev_io *io, int revents)
 {
@@ -467,14 +552,16 @@ worker_read_cb(struct ev_loop *loop, ev_io *io, int revents)
 	(void)revents;
 	struct worker *w = (struct worker *)((char *)io - offsetof(struct worker, rio));
 	struct pool *pool = w->pool;
-	size_t max = pool->p.max_result + 65536;
 
-	for (;;) {
-		if (buf_reserve(&w->in, 65536) < 0) {
+	/* Bounded per callback, so that a worker that floods its channel
+	 * cannot hold the loop (level-triggered: the rest comes next time). */
+	for (int reads = 0; reads < POOL_READS && w->state != WORKER_GONE; reads++) {
+		if (buf_reserve(&w->in, POOL_READ) < 0) {
 			worker_lost(w, "out of memory reading its channel");
 			break;
 		}
-		ssize_t r = read(w->fd, w->in.data + w->in.len, w->in.cap - w->in.len - 1);
+		size_t room = w->in.cap - w->in.len - 1;
+		ssize_t r = read(w->fd, w->in.data + w->in.len, room);
 		if (r < 0 && errno == EINTR)
 			continue;
 		if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
@@ -485,37 +572,15 @@ worker_read_cb(struct ev_loop *loop, ev_io *io, int revents)
 			break;
 		}
 		w->in.len += (size_t)r;
-		/* A short read drained the socket: skip the read(2) that would
-		 * only say EAGAIN (level-triggered, the loop calls back if more
-		 * comes). */
-		bool drained = w->in.len < w->in.cap - 1;
-		/* Every whole frame; a result hands the worker back, and
-		 * done() may submit again, so re-check the state each time. */
-		while (w->state != WORKER_GONE) {
-			size_t n = frame_size(w->in.data + w->in_off, w->in.len - w->in_off, max);
-			if (n == (size_t)-1) {
-				worker_lost(w, "sent an oversized frame");
-				break;
-			}
-			if (n == 0 || w->in.len - w->in_off < n)
-				break;
-			const char *why = NULL;
-			size_t at = w->in_off;
-			w->in_off += n;
-			if (worker_frame(w, w->in.data + at, n, &why) < 0) {
-				worker_lost(w, why);
-				break;
-			}
-		}
-		if (w->state == WORKER_GONE)
+		w->in.data[w->in.len] = '\0';
+		const char *why = worker_parse(w);
+		if (why != NULL) {
+			worker_lost(w, why);
 			break;
-		if (w->in_off == w->in.len) {
-			w->in.len = w->in_off = 0;
-			/* A big result should not pin its buffer for ever. */
-			if (w->in.cap > 1 << 20)
-				buf_free(&w->in);
 		}
-		if (drained)
+		/* A short read drained the socket: skip the read(2) that would
+		 * only say EAGAIN. */
+		if ((size_t)r < room)
 			break;
 	}
 	pool_pump(pool);
@@ -593,6 +658,7 @@ worker_give(struct worker *w, struct job *j)
 	if (frame_put_task(&w->out, &t) < 0)
 		return -1;
 	w->job = j;
+	w->child_seen = false;
 	w->state = WORKER_BUSY;
 	pool->st.busy++;
 	const char *why;

@@ -23,6 +23,7 @@ struct worker {
 	size_t frame_len;
 	struct buf out;      /* the frame being written */
 	struct handler_output res;
+	uint64_t child_seq;  /* the task a CHILD frame was sent for, 0 = none */
 };
 
 int
@@ -105,17 +106,27 @@ rss_bytes(void)
 }
 
 /* Tells the parent the process group of an exec task's program, so its
- * deadline kill reaches the program too. */
+ * deadline kill reaches the program too.  Once per task: the parent takes
+ * a second CHILD frame for a broken worker. */
 static void
 report_child(void *ctx, uint64_t seq, pid_t pgid)
 {
 	struct worker *w = ctx;
+	if (w->child_seq == seq)
+		return;
+	w->child_seq = seq;
 	struct frame_child c = { .seq = seq, .pgid = (int32_t)pgid };
 	struct buf b = { 0 };
 	if (frame_put_child(&b, &c) == 0)
 		(void)write_full(WORKER_FD, b.data, b.len);
 	buf_free(&b);
-	(void)w;
+}
+
+/* s, or fallback when s is longer than a RESULT frame may carry. */
+static const char *
+short_str(const char *s, const char *fallback)
+{
+	return s != NULL && strlen(s) > FRAME_STR_MAX ? fallback : s;
 }
 
 static void
@@ -158,8 +169,8 @@ send_result(struct worker *w, const struct frame_task *t)
 		.seq = t->seq,
 		.status = (uint8_t)out->status,
 		.rss = (t->flags & FRAME_MEASURE_RSS) ? rss_bytes() : 0,
-		.error_code = ok ? NULL : out->error_code,
-		.content_type = out->content_type,
+		.error_code = ok ? NULL : short_str(out->error_code, "handler_failed"),
+		.content_type = short_str(out->content_type, NULL),
 		.body = out->body.data,
 		.len = out->body.len,
 	};

@@ -307,6 +307,17 @@ class Pool(PoolTestCase):
         self.wait_for("the timed-out program gone", lambda: not sleepers(), 5)
 
 
+def rss_bytes(pid):
+    """VmRSS of a process in bytes (0 when it is gone)."""
+    try:
+        with open("/proc/%d/status" % pid) as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
 
 class PoolFaults(PoolTestCase):
     """Faults at the pool's edges: a worker that died unseen, a worker that
@@ -358,3 +369,71 @@ class PoolFaults(PoolTestCase):
         self.assert_alive(d)
         self.assertEqual(d.log_lines(r"lost while running a task"), [],
                          "the task was not a crash")
+
+    def assert_rss_bounded(self, d, limit, until):
+        """Polls the daemon's RSS until until() is true; fails (and kills
+        the daemon, which could take the machine's memory) once it is
+        more than limit bytes above where it started."""
+        base = rss_bytes(d.pid)
+        peak = base
+        deadline = time.monotonic() + 60
+        while not until():
+            rss = rss_bytes(d.pid)
+            peak = max(peak, rss)
+            if rss - base > limit:
+                d.kill9()
+                self.fail("taskd's RSS grew from %d to %d MiB while a worker flooded "
+                          "its channel" % (base >> 20, rss >> 20))
+            if time.monotonic() > deadline:
+                self.fail("no end to the flood within 60 s%s" % self.daemon_logs())
+            time.sleep(0.02)
+        return base, peak
+
+    def test_flooding_worker_is_killed_and_memory_stays_bounded(self):
+        """A worker sends CHILD frames for its task without end (in writes
+        that end mid-frame): the second one is a protocol violation, the
+        worker is killed, the task retried (and killed again), and the
+        daemon's memory does not follow the flood."""
+        d = self.start_with({"cpu.workers": 1, "limits.max_payload": 1 << 20},
+                            tasks=[{"name": "flood", "handler": "flood", "retries": 1},
+                                   {"name": "sha256", "handler": "sha256"}],
+                            plugins=[MISBEHAVE])
+        (first,) = self.wait_pool(d, 1)
+        cid = new_id()
+        # The first cpu task of this daemon has sequence number 1.
+        self.publish(b"child 1", task="flood", correlation_id=cid)
+        got = []
+        base, peak = self.assert_rss_bounded(
+            d, 64 << 20, lambda: got.extend(self.client.collect(self.reply_queue, 1, 0.2))
+            or got)
+        res = got[0]
+        self.assertEqual(res.correlation_id, cid)
+        self.assertEqual(res.status, "error", res)
+        self.assertEqual(res.error()["error"], "worker_crashed", res)
+        self.assertEqual(res.headers.get("taskd-attempt"), 2, res)
+        self.assert_alive(d)
+        lines = d.log_lines(r"lost while running a task: .*child frame")
+        self.assertEqual(len(lines), 2, "\n".join(d.log_lines("lost")))
+        self.wait_pool(d, 1, exclude=[first])
+        res = self.run_task("sha256", b"after")
+        self.assertEqual(res.status, "ok", res)
+
+    def test_protocol_violations_kill_the_worker_and_retry_the_task(self):
+        d = self.start_with({"cpu.workers": 1},
+                            tasks=[{"name": "flood", "handler": "flood", "retries": 1},
+                                   {"name": "sha256", "handler": "sha256"}],
+                            plugins=[MISBEHAVE])
+        self.wait_pool(d, 1)
+        for mode in ("ready", "zero", "huge", "type"):
+            since = d.log_size()
+            before = set(worker_pids(d.pid))
+            res = self.run_task("flood", mode.encode(), timeout=20)
+            self.assertEqual(res.status, "error", (mode, res))
+            self.assertEqual(res.error()["error"], "worker_crashed", (mode, res))
+            self.assertEqual(res.headers.get("taskd-attempt"), 2, (mode, res))
+            lost = d.log_lines(r"lost while running a task: sent", since)
+            self.assertEqual(len(lost), 2, (mode, lost))
+            self.wait_pool(d, 1, exclude=before)
+            self.assert_alive(d)
+        res = self.run_task("sha256", b"after")
+        self.assertEqual(res.status, "ok", res)

@@ -7,6 +7,16 @@
  *   grow   (cpu) allocates and touches payload-many MiB and keeps them
  *                (cpu.max_memory recycling)
  *   big    (cpu) answers payload-many MiB (the result size limit)
+ *   flood  (cpu) breaks the worker's protocol by writing to the channel
+ *                (fd 3) behind the worker's back; the payload says how:
+ *                  child SEQ  CHILD frames for task SEQ, for ever (only
+ *                             the first is allowed), in writes that end
+ *                             mid-frame
+ *                  ready      a READY frame while running a task
+ *                  zero       a frame whose length is 0
+ *                  huge       a frame whose length is past any limit
+ *                  type       a frame of a type nobody sends
+ *                It then answers normally, if the worker is still alive.
  *   hangup (cpu) answers, but shuts the reading side of the channel first
  *                and keeps the worker process alive for 5 s after it
  *                ends: the worker goes away while idle, and the daemon's
@@ -16,10 +26,13 @@
  * Built twice: as misbehave.so, and with -DWRONG_ABI as wrongabi.so, which
  * claims another ABI version and must be refused.
  */
+#include <errno.h>
 #include <sys/socket.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <taskd/plugin.h>
@@ -83,6 +96,98 @@ big(const struct taskd_input *in, struct taskd_output *out)
 /* The channel to the daemon (worker.h: WORKER_FD). */
 #define CHANNEL 3
 
+static int
+write_all(const void *p, size_t n)
+{
+	const char *c = p;
+	while (n > 0) {
+		ssize_t w = write(CHANNEL, c, n);
+		if (w < 0 && errno == EINTR)
+			continue;
+		if (w <= 0)
+			return -1;   /* the daemon closed the channel: it saw us */
+		c += w;
+		n -= (size_t)w;
+	}
+	return 0;
+}
+
+/* A frame header (src/frame.h): u32 length of what follows, u8 type. */
+static size_t
+header(unsigned char *b, uint32_t len, uint8_t type)
+{
+	memcpy(b, &len, 4);
+	b[4] = type;
+	return 5;
+}
+
+static double
+now(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+/* Writes buf[0..n) again and again, in 4000-byte writes (so a write ends
+ * inside a frame), until the daemon closes the channel or 20 s pass. */
+static void
+repeat(const unsigned char *buf, size_t n)
+{
+	double end = now() + 20.0;
+	size_t at = 0;
+	while (now() < end) {
+		size_t k = n - at < 4000 ? n - at : 4000;
+		if (write_all(buf + at, k) < 0)
+			return;
+		at = (at + k) % n;
+	}
+}
+
+static void
+flood(const struct taskd_input *in, struct taskd_output *out)
+{
+	char mode[32] = "";
+	if (in->len < sizeof(mode)) {
+		memcpy(mode, in->payload, in->len);
+		mode[in->len] = '\0';
+	}
+	unsigned char f[64];
+	size_t n;
+	if (strncmp(mode, "child ", 6) == 0) {
+		/* 17-byte CHILD frames: seq, and our own process group (so the
+		 * daemon's kill of "the program's group" hits only us). */
+		uint64_t seq = strtoull(mode + 6, NULL, 10);
+		int32_t pgid = (int32_t)getpgrp();
+		static unsigned char many[17 * 1000];
+		for (size_t i = 0; i < 1000; i++) {
+			n = header(many + 17 * i, 13, 3);
+			memcpy(many + 17 * i + n, &seq, 8);
+			memcpy(many + 17 * i + n + 8, &pgid, 4);
+		}
+		repeat(many, sizeof(many));
+	} else if (strcmp(mode, "ready") == 0) {
+		uint32_t slot = 1;
+		n = header(f, 5, 5);
+		memcpy(f + n, &slot, 4);
+		(void)write_all(f, n + 4);
+	} else if (strcmp(mode, "zero") == 0) {
+		uint32_t zero = 0;
+		(void)write_all(&zero, 4);
+	} else if (strcmp(mode, "huge") == 0) {
+		n = header(f, 0xfffffff0u, 4);
+		(void)write_all(f, n);
+	} else if (strcmp(mode, "type") == 0) {
+		n = header(f, 9, 99);
+		memset(f + n, 0, 8);
+		(void)write_all(f, n + 8);
+	}
+	/* The daemon needs a moment to read what we sent; a worker it has
+	 * not killed by then answers. */
+	usleep(200000);
+	(void)taskd_output_append(out, "survived", 8);
+}
+
 static void
 linger(void)
 {
@@ -107,6 +212,7 @@ static const struct taskd_handler handlers[] = {
 	{ "pid", TASKD_KIND_CPU, pid },
 	{ "grow", TASKD_KIND_CPU, grow },
 	{ "big", TASKD_KIND_CPU, big },
+	{ "flood", TASKD_KIND_CPU, flood },
 	{ "hangup", TASKD_KIND_CPU, hangup },
 	{ NULL, 0, NULL },
 };

@@ -202,6 +202,46 @@ START_TEST(test_vector_bound)
 }
 END_TEST
 
+/* frame_max_len is what the parent lets a worker send: every well-formed
+ * frame at its largest must fit, and not one byte more. */
+START_TEST(test_max_len)
+{
+	struct buf b = { 0 };
+	ck_assert_int_eq(frame_put_ready(&b, 7), 0);
+	ck_assert_uint_eq(b.len - FRAME_HEADER, frame_max_len(FRAME_READY, 0));
+	buf_reset(&b);
+	struct frame_child c = { .seq = 9, .pgid = 1234 };
+	ck_assert_int_eq(frame_put_child(&b, &c), 0);
+	ck_assert_uint_eq(b.len - FRAME_HEADER, frame_max_len(FRAME_CHILD, 0));
+	buf_reset(&b);
+
+	static char code[FRAME_STR_MAX + 1], type[FRAME_STR_MAX + 1];
+	memset(code, 'c', FRAME_STR_MAX);
+	memset(type, 't', FRAME_STR_MAX);
+	size_t body = 3000;
+	char *p = calloc(1, body);
+	ck_assert_ptr_nonnull(p);
+	struct frame_result r = {
+		.seq = 1, .status = 1, .rss = 5, .error_code = code, .content_type = type,
+		.body = p, .len = body,
+	};
+	ck_assert_int_eq(frame_put_result(&b, &r), 0);
+	size_t max = frame_max_len(FRAME_RESULT, body);
+	ck_assert_uint_eq(b.len - FRAME_HEADER, max);
+	ck_assert_uint_eq(frame_size(b.data, b.len, max), b.len);
+	ck_assert_uint_eq(frame_size(b.data, b.len, frame_max_len(FRAME_RESULT, body - 1)),
+	    (size_t)-1);
+	free(p);
+	buf_free(&b);
+
+	/* Types a worker never sends, and a body limit past the format's. */
+	ck_assert_uint_eq(frame_max_len(FRAME_TASK, 0), 0);
+	ck_assert_uint_eq(frame_max_len(FRAME_HELLO, 0), 0);
+	ck_assert_uint_eq(frame_max_len(99, 0), 0);
+	ck_assert_uint_eq(frame_max_len(FRAME_RESULT, (size_t)-1), FRAME_MAX);
+}
+END_TEST
+
 int
 main(void)
 {
@@ -214,6 +254,7 @@ main(void)
 	tcase_add_test(tc, test_hello_child);
 	tcase_add_test(tc, test_size);
 	tcase_add_test(tc, test_vector_bound);
+	tcase_add_test(tc, test_max_len);
 	suite_add_tcase(s, tc);
 	SRunner *sr = srunner_create(s);
 	srunner_run_all(sr, CK_NORMAL);
