@@ -389,7 +389,18 @@ task_finished(struct task *t)
 	 * both get the task's retries. */
 	bool crashed = s == RESULT_ERROR && t->call.out.error_code != NULL &&
 	    strcmp(t->call.out.error_code, "worker_crashed") == 0;
-	if ((s == RESULT_TIMEOUT || crashed) && t->attempt <= t->retries && !d->draining) {
+	bool retry = (s == RESULT_TIMEOUT || crashed) && t->attempt <= t->retries;
+	if (retry && d->draining) {
+		/* Its retries are owed to it, and this node will not run it
+		 * again: back to the queue, unanswered, for one that will
+		 * (attempt 1 there; the delivery limit still counts it). */
+		log_info("task %s sent back to the queue: %s during the stop, "
+		    "with retries left", t->env.task_id, crashed ? "its worker was lost" :
+		    "it timed out");
+		task_requeue(t);
+		return;
+	}
+	if (retry) {
 		/* Backoff doubles from half a second: a task that timed out
 		 * because the machine was busy gets room before running again. */
 		double delay = fmin(30.0, 0.5 * pow(2.0, t->attempt - 1));
