@@ -37,9 +37,10 @@
 #include <ucontext.h>
 #endif
 
-/* How many finished stacks are kept for reuse.  Beyond this they are
- * unmapped: a burst of ten thousand tasks should not pin ten thousand
- * stacks' worth of touched pages for the rest of the daemon's life. */
+/* How many finished coroutines (struct and stack) are kept for reuse.
+ * Beyond this they are freed and their stacks unmapped: a burst of ten
+ * thousand tasks should not pin ten thousand stacks' worth of touched
+ * pages for the rest of the daemon's life. */
 #define CORO_FREE_MAX 256
 
 struct coro_ctx {
@@ -63,7 +64,14 @@ enum coro_state {
 	CORO_S_DONE,     /* fn returned; to be recycled by the main context */
 };
 
-/* Lives at the top of its own stack mapping: one mmap per coroutine. */
+/*
+ * On the heap, never inside its stack mapping.  The mapping is unmapped
+ * when the coroutine ends and the free list is full, or was made for
+ * another io.stack_size; the struct is what its callers (the dispatcher,
+ * watcher callbacks, coro_cancel) hold, and its lifetime must not depend
+ * on that.  The struct owns the mapping.  Both are freed together, in one
+ * place (coro_finish), after which nothing reads either.
+ */
 struct coro {
 	struct coro_ctx ctx;
 	enum coro_state state;
@@ -78,7 +86,7 @@ struct coro {
 	void *arg;
 	void (*main_fn)(void *);       /* coro_call_main() request */
 	void *main_arg;
-	char *map;                     /* guard page + stack + this struct */
+	char *map;                     /* guard page + stack */
 	size_t map_len;
 	size_t stack_size;             /* the io.stack_size it was made with */
 #ifdef CORO_VALGRIND
@@ -230,7 +238,7 @@ coro_entry(void)
 static void
 ctx_init(struct coro *c)
 {
-	uintptr_t top = (uintptr_t)c & ~(uintptr_t)15;
+	uintptr_t top = (uintptr_t)(c->map + c->map_len) & ~(uintptr_t)15;
 #if defined(CORO_ASAN) || defined(CORO_UCONTEXT)
 	char *lo = c->map + S.page;
 #endif
@@ -277,64 +285,87 @@ round_page(size_t n)
 	return (n + S.page - 1) & ~(S.page - 1);
 }
 
+/* Frees c and unmaps its stack.  Only for a coroutine that has ended (or
+ * never started): its watchers are stopped and nothing points at it. */
 static void
-stack_unmap(struct coro *c)
+coro_destroy(struct coro *c)
 {
 #ifdef CORO_VALGRIND
 	VALGRIND_STACK_DEREGISTER(c->vg_id);
 #endif
 	munmap(c->map, c->map_len);
+	free(c);
 }
 
+/* A coroutine of the current stack size: a finished one from the free
+ * list, or a new struct with a new mapping. */
 static struct coro *
 stack_get(void)
 {
-	struct coro *c;
+	struct coro *c = S.free;
 
-	while ((c = S.free) != NULL) {
+	if (c != NULL) {
+		/* Only stacks of the current size are in the list
+		 * (coro_set_stack_size drops the others). */
 		S.free = c->next_free;
 		S.st.stacks_free--;
-		if (c->stack_size == S.stack_size)
-			return c;
-		stack_unmap(c); /* made before a reload changed the size */
+		return c;
 	}
-
-	/* Guard page, then the stack with the struct at its very top: a
-	 * coroutine that stays shallow touches a single page, struct
-	 * included, which is what lets ten thousand of them wait in ~40 MB. */
+	c = calloc(1, sizeof(*c));
+	if (c == NULL)
+		return NULL;
+	/* Guard page, then the stack: a coroutine that stays shallow touches
+	 * a single page of it, which is what lets ten thousand of them wait
+	 * in ~40 MB. */
 	size_t len = S.page + S.stack_size;
 	char *map = mmap(NULL, len, PROT_READ | PROT_WRITE,
 	    MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_STACK, -1, 0);
-	if (map == MAP_FAILED)
+	if (map == MAP_FAILED) {
+		free(c);
 		return NULL;
+	}
 	if (mprotect(map, S.page, PROT_NONE) < 0) {
 		int e = errno;
 		munmap(map, len);
+		free(c);
 		errno = e;
 		return NULL;
 	}
-	c = (struct coro *)((uintptr_t)(map + len - sizeof(struct coro)) & ~(uintptr_t)63);
-	memset(c, 0, sizeof(*c));
 	c->map = map;
 	c->map_len = len;
 	c->stack_size = S.stack_size;
 #ifdef CORO_VALGRIND
-	c->vg_id = VALGRIND_STACK_REGISTER(map + S.page, (char *)c);
+	c->vg_id = VALGRIND_STACK_REGISTER(map + S.page, map + len);
 #endif
 	S.st.stacks_made++;
 	return c;
 }
 
+/* Gives back a coroutine that has ended: cached when the list has room
+ * and the stack has the current size, else destroyed. */
 static void
 stack_put(struct coro *c)
 {
 	if (S.st.stacks_free >= CORO_FREE_MAX || c->stack_size != S.stack_size) {
-		stack_unmap(c);
+		coro_destroy(c);
 		return;
 	}
 	c->next_free = S.free;
 	S.free = c;
 	S.st.stacks_free++;
+}
+
+/* Empties the free list. */
+static void
+stack_drop_free(void)
+{
+	struct coro *c;
+
+	while ((c = S.free) != NULL) {
+		S.free = c->next_free;
+		coro_destroy(c);
+	}
+	S.st.stacks_free = 0;
 }
 
 /* ---- the ready list (coro_wake) ------------------------------------- */
@@ -403,25 +434,26 @@ coro_set_stack_size(size_t stack_size)
 		errno = EINVAL;
 		return -1;
 	}
-	S.stack_size = round_page(stack_size);
+	size_t size = round_page(stack_size);
+	if (size != S.stack_size) {
+		/* Cached stacks of the old size would never be reused; coroutines
+		 * alive keep theirs until they end, and stack_put() then frees
+		 * them instead of caching them. */
+		stack_drop_free();
+		S.stack_size = size;
+	}
 	return 0;
 }
 
 void
 coro_teardown(void)
 {
-	struct coro *c;
-
 	if (S.loop == NULL)
 		return;
-	while ((c = S.free) != NULL) {
-		S.free = c->next_free;
-		stack_unmap(c);
-	}
+	stack_drop_free();
 	ev_ref(S.loop);
 	ev_prepare_stop(S.loop, &S.prepare);
 	S.loop = NULL;
-	S.st.stacks_free = 0;
 }
 
 struct coro *
@@ -448,31 +480,18 @@ coro_new(void (*fn)(void *arg), void (*done)(void *arg), void *arg)
 	return c;
 }
 
-/* Back on the main context after c's last switch. */
-static void
-coro_recycle(struct coro *c, bool call_done)
+/* Main context: switches to c and serves its coro_call_main() requests
+ * until it waits or returns.  Returns true when it has returned: c is then
+ * CORO_S_DONE and must be ended with coro_finish(), by whoever called this,
+ * and nobody else. */
+static bool
+coro_run(struct coro *c)
 {
-	void (*done)(void *) = c->done;
-	void *arg = c->arg;
-
-	ready_remove(c);
-	S.st.alive--;
-	stack_put(c);
-	if (call_done && done != NULL)
-		done(arg);
-}
-
-void
-coro_resume(struct coro *c)
-{
-	if (S.current != NULL || c->state == CORO_S_RUNNING ||
-	    c->state == CORO_S_DONE || c->state == CORO_S_CALLING)
-		abort(); /* only the main context resumes a live coroutine */
 	c->state = CORO_S_RUNNING;
 	S.current = c;
 	ctx_switch(&S.main, &c->ctx, false);
 	/* A coroutine asking for a call on our stack comes back at once. */
-	while (c->main_fn != NULL) {
+	while (c->state == CORO_S_CALLING) {
 		void (*fn)(void *) = c->main_fn;
 		c->main_fn = NULL;
 		fn(c->main_arg);
@@ -480,19 +499,70 @@ coro_resume(struct coro *c)
 		S.current = c;
 		ctx_switch(&S.main, &c->ctx, false);
 	}
-	if (c->state == CORO_S_DONE)
-		coro_recycle(c, !c->cancelled);
+	return c->state == CORO_S_DONE;
+}
+
+/* Main context, after c's last switch: the one place a coroutine ends.
+ * c is given back (cached or freed) before done runs, so done may start
+ * new coroutines, and nothing reads c after. */
+static void
+coro_finish(struct coro *c)
+{
+	void (*done)(void *) = c->cancelled ? NULL : c->done;
+	void *arg = c->arg;
+
+	ready_remove(c);
+	S.st.alive--;
+	stack_put(c);
+	if (done != NULL)
+		done(arg);
+}
+
+void
+coro_resume(struct coro *c)
+{
+	if (S.current != NULL || (c->state != CORO_S_NEW && c->state != CORO_S_WAITING))
+		abort(); /* only the main context resumes a live coroutine */
+	if (coro_run(c))
+		coro_finish(c);
+}
+
+/* coro_cancel() of a coroutine other than the caller's, run on the main
+ * stack when the caller is a coroutine. */
+static void
+cancel_on_main(void *arg)
+{
+	coro_cancel(arg);
 }
 
 void
 coro_cancel(struct coro *c)
 {
+	switch (c->state) {
+	case CORO_S_RUNNING:
+	case CORO_S_CALLING:
+		/* From inside c: on its own stack, or from a function it runs
+		 * on the main stack.  c cannot be resumed from here; it unwinds
+		 * at its next wait, and ends when it returns. */
+		c->cancelled = true;
+		return;
+	case CORO_S_NEW:
+	case CORO_S_WAITING:
+		break;
+	case CORO_S_DONE:
+		abort(); /* ended already: c is no coroutine any more */
+	}
+	if (S.current != NULL) {
+		/* Another coroutine cancels c: only the main context resumes. */
+		coro_call_main(cancel_on_main, c);
+		return;
+	}
 	c->cancelled = true;
 	ready_remove(c);
-	coro_resume(c);
 	/* The body must return once cancelled: every wait refuses at once. */
-	if (c->state != CORO_S_DONE && c->state != CORO_S_NEW)
+	if (!coro_run(c))
 		abort();
+	coro_finish(c);
 }
 
 struct coro *

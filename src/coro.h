@@ -17,7 +17,9 @@
  *  - A coroutine's stack is mmap'd with a PROT_NONE guard page below it
  *    (an overflow faults instead of corrupting a neighbour), committed only
  *    as pages are touched, and recycled through a free list when the
- *    coroutine returns.
+ *    coroutine returns.  The struct coro (the handle) is on the heap, not
+ *    in the mapping, and owns it; both are given back together when the
+ *    coroutine ends, and the handle is invalid from then on.
  *  - A waiting primitive starts watchers that live on the coroutine's own
  *    stack, switches to the main context, and stops them when it is
  *    resumed: the watcher callbacks only resume.  So a coroutine owns its
@@ -26,6 +28,11 @@
  *    point with CORO_CANCELLED and runs it until it returns.  The body must
  *    then unwind, freeing what it owns, without waiting again: every later
  *    wait answers CORO_CANCELLED at once.
+ *  - A coroutine ends in exactly one place: on the main context, right
+ *    after its last switch, inside the coro_resume() or coro_cancel() that
+ *    ran it.  Its stack is given back there (cached, or unmapped when the
+ *    free list is full or the stack has an old io.stack_size), then done
+ *    runs.  No code of this module reads a coroutine after that.
  *  - Deadlines are CLOCK_MONOTONIC seconds (handler_clock()); 0 means none.
  *
  * The switch is a few instructions of assembly per architecture (x86-64,
@@ -65,8 +72,10 @@ enum coro_status {
  * top).  Call once from the main context before anything else.  Returns 0,
  * or -1 with errno set (EINVAL: size out of bounds). */
 int coro_setup(struct ev_loop *loop, size_t stack_size);
-/* Changes the size of stacks made from now on (a reload); stacks of the old
- * size in the free list are dropped.  Returns 0, or -1 (EINVAL). */
+/* Changes the size of stacks made from now on (a reload).  Cached stacks
+ * of the old size are unmapped at once; coroutines alive keep their own
+ * stack until they end, and it is unmapped then, never cached.  Returns 0,
+ * or -1 (EINVAL). */
 int coro_set_stack_size(size_t stack_size);
 /* Frees the cached stacks.  Every coroutine must have finished. */
 void coro_teardown(void);
@@ -82,8 +91,15 @@ struct coro *coro_new(void (*fn)(void *arg), void (*done)(void *arg), void *arg)
  * not be used after that. */
 void coro_resume(struct coro *c);
 
-/* Main context only: resumes c (which must be waiting) with CORO_CANCELLED
- * and runs it until it returns.  c is recycled, done is NOT called. */
+/* Cancels c (waiting, or made and not yet resumed): resumes it with
+ * CORO_CANCELLED and runs it until it returns; c is recycled when
+ * coro_cancel() returns, and done is NOT called.  c must not be used after.
+ * Called on a coroutine for another one, the resume runs on the main stack
+ * (as coro_call_main does) with the same result.
+ * From inside c itself (on c, or in a function c runs by coro_call_main)
+ * it cannot be resumed: c is only marked cancelled, its next wait answers
+ * CORO_CANCELLED, and it is recycled when its body returns, without done.
+ * The caller must then keep what the body uses until that return. */
 void coro_cancel(struct coro *c);
 
 /* The coroutine running now, or NULL on the main context. */

@@ -223,6 +223,13 @@ deep(volatile char *prev, int n)
 }
 
 static void
+deep_body(void *arg)
+{
+	(void)arg;
+	deep(NULL, 80); /* ~90 KiB: more than the default 64 KiB */
+}
+
+static void
 overflow_body(void *arg)
 {
 	(void)arg;
@@ -460,6 +467,327 @@ START_TEST(test_cancel_each_wait)
 }
 END_TEST
 
+
+/* ---- finishing at scale: every path that ends a coroutine ------------ */
+
+/* More than the free list keeps (256), so that finished stacks are
+ * unmapped while the ones before them are cached. */
+enum { BURST = 600 };
+static struct coro *burst[BURST];
+static int burst_unwound;
+
+static void
+long_sleep_body(void *arg)
+{
+	(void)arg;
+	ck_assert_int_eq(coro_sleep(60), CORO_CANCELLED);
+	burst_unwound++;
+}
+
+static void
+assert_none_alive(void)
+{
+	struct coro_stats st;
+	coro_stats(&st);
+	ck_assert_uint_eq(st.alive, 0);
+	ck_assert_uint_le(st.stacks_free, 256);
+}
+
+/* The defect: cancelling more coroutines than the free list keeps read
+ * a coroutine whose stack (holding the struct) had just been unmapped. */
+START_TEST(test_cancel_burst)
+{
+	burst_unwound = 0;
+	for (int i = 0; i < BURST; i++) {
+		burst[i] = coro_new(long_sleep_body, never_done, NULL);
+		ck_assert_ptr_nonnull(burst[i]);
+		coro_resume(burst[i]);
+	}
+	for (int i = 0; i < BURST; i++)
+		coro_cancel(burst[i]);
+	ck_assert_int_eq(burst_unwound, BURST);
+	assert_none_alive();
+	/* The loop holds nothing of them any more. */
+	double t0 = now();
+	ev_run(loop, EVRUN_NOWAIT);
+	ck_assert(now() - t0 < 1);
+}
+END_TEST
+
+/* The same burst, cancelled at each kind of wait point, the ones waiting
+ * on a wake-up already woken (queued on the ready list). */
+static void
+mixed_body(void *arg)
+{
+	long i = (long)arg;
+	int fds[2];
+	struct coro_child w;
+	int status;
+	enum coro_status s = CORO_READY;
+
+	switch (i % 5) {
+	case 0:
+		s = coro_sleep(60);
+		break;
+	case 1:
+		ck_assert_int_eq(pipe2(fds, O_NONBLOCK | O_CLOEXEC), 0);
+		s = coro_wait_fd(fds[0], POLLIN, now() + 60);
+		close(fds[0]);
+		close(fds[1]);
+		break;
+	case 2:
+		s = coro_wait(now() + 60);
+		break;
+	case 3: {
+		pid_t pid = fork();
+		if (pid == 0) {
+			pause();
+			_exit(0);
+		}
+		ck_assert_int_ge(pid, 0);
+		coro_child_watch(&w, pid);
+		s = coro_wait_child(&w, now() + 60, &status);
+		coro_child_stop(&w);
+		kill(pid, SIGKILL);
+		break;
+	}
+	case 4:
+		s = coro_wait(0); /* woken below, never resumed before the cancel */
+		break;
+	}
+	ck_assert_int_eq(s, CORO_CANCELLED);
+	burst_unwound++;
+}
+
+START_TEST(test_cancel_burst_each_wait)
+{
+	enum { N = 300 }; /* 60 children at most */
+	burst_unwound = 0;
+	for (long i = 0; i < N; i++) {
+		burst[i] = coro_new(mixed_body, never_done, (void *)i);
+		ck_assert_ptr_nonnull(burst[i]);
+		coro_resume(burst[i]);
+	}
+	for (long i = 4; i < N; i += 5)
+		coro_wake(burst[i]);
+	/* Backwards: the newest stacks go first, the free list fills with
+	 * them and the oldest are unmapped. */
+	for (int i = N - 1; i >= 0; i--)
+		coro_cancel(burst[i]);
+	ck_assert_int_eq(burst_unwound, N);
+	assert_none_alive();
+	double t0 = now();
+	ev_run(loop, EVRUN_NOWAIT);
+	ck_assert(now() - t0 < 1);
+}
+END_TEST
+
+/* Cancelled from a timer callback each, all in one loop iteration: the
+ * dispatcher's deadlines of tasks that timed out together. */
+static void
+cancel_timer_cb(struct ev_loop *l, ev_timer *w, int revents)
+{
+	(void)l;
+	(void)revents;
+	coro_cancel(w->data);
+}
+
+START_TEST(test_cancel_from_timers)
+{
+	static ev_timer timers[BURST];
+	burst_unwound = 0;
+	for (int i = 0; i < BURST; i++) {
+		struct coro *c = coro_new(long_sleep_body, never_done, NULL);
+		ck_assert_ptr_nonnull(c);
+		coro_resume(c);
+		ev_timer_init(&timers[i], cancel_timer_cb, 0.01, 0.0);
+		timers[i].data = c;
+		ev_timer_start(loop, &timers[i]);
+	}
+	run_until(&burst_unwound, BURST);
+	assert_none_alive();
+}
+END_TEST
+
+/* Finishing normally, all at once: every done runs, after the stack is
+ * given back, and a done may start a new coroutine at once (reusing the
+ * stack just freed). */
+static int chained;
+
+static void
+short_sleep_body(void *arg)
+{
+	(void)arg;
+	ck_assert_int_eq(coro_sleep(0.01), CORO_READY);
+}
+
+static void
+chain_done(void *arg)
+{
+	ck_assert_ptr_null(coro_self());
+	finished++;
+	if (arg != NULL) {
+		struct coro *c = coro_new(nothing_body, count_done, NULL);
+		ck_assert_ptr_nonnull(c);
+		coro_resume(c); /* finishes at once: done runs inside */
+		chained++;
+	}
+}
+
+START_TEST(test_finish_burst)
+{
+	finished = 0;
+	chained = 0;
+	for (long i = 0; i < BURST; i++) {
+		struct coro *c = coro_new(short_sleep_body, chain_done, (void *)(i % 2));
+		ck_assert_ptr_nonnull(c);
+		coro_resume(c);
+	}
+	run_until(&finished, BURST + BURST / 2);
+	ck_assert_int_eq(chained, BURST / 2);
+	assert_none_alive();
+}
+END_TEST
+
+/* A done that cancels every other coroutine (the dispatcher's "connection
+ * lost" path, reached from a task's answer). */
+static int cascade_done;
+
+static void
+cascade_first_done(void *arg)
+{
+	(void)arg;
+	cascade_done++;
+	for (int i = 1; i < BURST; i++)
+		coro_cancel(burst[i]);
+}
+
+START_TEST(test_cancel_all_from_done)
+{
+	burst_unwound = 0;
+	cascade_done = 0;
+	burst[0] = coro_new(short_sleep_body, cascade_first_done, NULL);
+	coro_resume(burst[0]);
+	for (int i = 1; i < BURST; i++) {
+		burst[i] = coro_new(long_sleep_body, never_done, NULL);
+		coro_resume(burst[i]);
+	}
+	run_until(&cascade_done, 1);
+	ck_assert_int_eq(burst_unwound, BURST - 1);
+	assert_none_alive();
+}
+END_TEST
+
+/* io.stack_size changed by a reload while coroutines of the old size are
+ * alive: each keeps its own stack until it ends, the free list only ever
+ * holds stacks of the new size, and nothing of the old size is reused. */
+START_TEST(test_stack_size_change_alive)
+{
+	struct coro_stats a, b;
+	burst_unwound = 0;
+	finished = 0;
+	for (int i = 0; i < BURST; i++) {
+		burst[i] = coro_new(long_sleep_body, never_done, NULL);
+		coro_resume(burst[i]);
+	}
+	/* A finished one of the old size in the free list too. */
+	coro_resume(coro_new(nothing_body, count_done, NULL));
+	coro_stats(&a);
+	ck_assert_uint_eq(a.stacks_free, 1);
+
+	ck_assert_int_eq(coro_set_stack_size(128 * 1024), 0);
+	coro_stats(&b);
+	ck_assert_uint_eq(b.stacks_free, 0); /* the old size dropped at once */
+	/* New coroutines get new stacks, deeper than the old size allowed. */
+	for (int i = 0; i < 10; i++)
+		coro_resume(coro_new(deep_body, count_done, NULL));
+	ck_assert_int_eq(finished, 11);
+	coro_stats(&b);
+	ck_assert_uint_eq(b.stacks_made, a.stacks_made + 1);
+	ck_assert_uint_eq(b.stacks_free, 1);
+
+	/* Old-size coroutines ending: none of their stacks is cached for
+	 * the new size. */
+	for (int i = 0; i < BURST; i++)
+		coro_cancel(burst[i]);
+	ck_assert_int_eq(burst_unwound, BURST);
+	coro_stats(&b);
+	ck_assert_uint_eq(b.stacks_free, 1);
+	assert_none_alive();
+
+	/* And back to the old size while new-size ones wait. */
+	burst_unwound = 0;
+	for (int i = 0; i < 300; i++) {
+		burst[i] = coro_new(long_sleep_body, never_done, NULL);
+		coro_resume(burst[i]);
+	}
+	ck_assert_int_eq(coro_set_stack_size(CORO_STACK_DEFAULT), 0);
+	for (int i = 0; i < 300; i++)
+		coro_cancel(burst[i]);
+	ck_assert_int_eq(burst_unwound, 300);
+	coro_stats(&b);
+	ck_assert_uint_eq(b.stacks_free, 0);
+	assert_none_alive();
+}
+END_TEST
+
+/* Cancels from inside: a coroutine cancelling another one (done on the
+ * main stack for it), and a coroutine cancelling itself, directly or from
+ * a function it runs on the main stack (it unwinds at its next wait). */
+static struct coro *victim, *self_co;
+static enum coro_status self_wait;
+
+static void
+canceller_body(void *arg)
+{
+	(void)arg;
+	coro_cancel(victim);
+	/* The victim has unwound by now. */
+	ck_assert_int_eq(burst_unwound, 1);
+	ck_assert_int_eq(coro_sleep(0), CORO_READY);
+}
+
+static void
+cancel_self_on_main(void *arg)
+{
+	(void)arg;
+	ck_assert_ptr_null(coro_self());
+	coro_cancel(self_co);
+}
+
+static void
+self_cancel_body(void *arg)
+{
+	if (arg != NULL)
+		coro_call_main(cancel_self_on_main, NULL);
+	else
+		coro_cancel(coro_self());
+	self_wait = coro_sleep(60);
+	unwound++;
+}
+
+START_TEST(test_cancel_from_inside)
+{
+	burst_unwound = 0;
+	finished = 0;
+	victim = coro_new(long_sleep_body, never_done, NULL);
+	coro_resume(victim);
+	coro_resume(coro_new(canceller_body, count_done, NULL));
+	ck_assert_int_eq(burst_unwound, 1);
+	run_until(&finished, 1);
+
+	for (long how = 0; how < 2; how++) {
+		unwound = 0;
+		self_wait = CORO_READY;
+		self_co = coro_new(self_cancel_body, never_done, (void *)how);
+		coro_resume(self_co);
+		ck_assert_int_eq(unwound, 1);
+		ck_assert_int_eq(self_wait, CORO_CANCELLED);
+		assert_none_alive();
+	}
+}
+END_TEST
+
 static Suite *
 coro_suite(void)
 {
@@ -478,6 +806,13 @@ coro_suite(void)
 	tcase_add_test(tc, test_wait_child);
 	tcase_add_test(tc, test_cancel_each_wait);
 	tcase_add_test(tc, test_call_main);
+	tcase_add_test(tc, test_cancel_burst);
+	tcase_add_test(tc, test_cancel_burst_each_wait);
+	tcase_add_test(tc, test_cancel_from_timers);
+	tcase_add_test(tc, test_finish_burst);
+	tcase_add_test(tc, test_cancel_all_from_done);
+	tcase_add_test(tc, test_stack_size_change_alive);
+	tcase_add_test(tc, test_cancel_from_inside);
 	suite_add_tcase(s, tc);
 	return s;
 }
