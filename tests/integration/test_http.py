@@ -57,6 +57,16 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             self._send(302, b"", [("Location", "/ok/hello")])
         elif self.path == "/ok/redirect-out":
             self._send(302, b"", [("Location", "/secret")])
+        elif self.path == "/ok/redirect-dots":
+            self._send(302, b"", [("Location", "/ok/%2e%2e/secret")])
+        elif self.path == "/ok/redirect-slash":
+            self._send(302, b"", [("Location", "/ok/..%2fsecret")])
+        elif self.path == "/ok/redirect-user":
+            self._send(302, b"", [("Location", "http://%s@127.0.0.1:%d/ok/hello"
+                                   % (self.headers.get("Host", ""), self.server.trap_port))])
+        elif self.path == "/ok/redirect-case":
+            self._send(302, b"", [("Location", "HTTP://127.0.0.1:%d/ok/%%68ello"
+                                   % self.server.server_address[1])])
         elif self.path == "/ok/big":
             self._send(200, b"x" * 200000)
         elif self.path == "/ok/bytes":
@@ -82,6 +92,7 @@ class Http(TaskdTestCase):
         self.server = _Server(("127.0.0.1", 0), _Handler)
         self.server.seen = []
         self.server.lock = threading.Lock()
+        self.server.trap_port = 1   # set by tests that need a trap
         self.port = self.server.server_address[1]
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()
@@ -96,7 +107,23 @@ class Http(TaskdTestCase):
             {"name": "http_small", "handler": "http", "allow": allow,
              "max_response": 1000},
             {"name": "http_quick", "handler": "http", "allow": allow, "timeout": 1.0},
+            {"name": "http_noslash", "handler": "http", "allow": [base + "/ok"]},
         ])
+
+    def trap(self):
+        """A listener nobody may reach: a connection would be pending on it."""
+        trap = socket.socket()
+        trap.bind(("127.0.0.1", 0))
+        trap.listen(8)
+        trap.setblocking(False)
+        self.addCleanup(trap.close)
+        return trap
+
+    def assert_untouched(self, trap=None):
+        self.assertEqual(self.paths(), [], "the server saw requests it must not")
+        if trap is not None:
+            with self.assertRaises(BlockingIOError, msg="a connection reached the trap"):
+                trap.accept()
 
     def _stop_server(self):
         self.server.shutdown()
@@ -205,6 +232,107 @@ class Http(TaskdTestCase):
         self.assertEqual(self.paths(), [], "the server saw requests it must not")
         with self.assertRaises(BlockingIOError, msg="a connection reached the trap"):
             trap.accept()
+
+    def test_path_and_authority_tricks_make_no_request(self):
+        """Spellings that leave /ok/ (or the host) once a server decodes
+        them, or that servers read in more than one way: refused before
+        any connection."""
+        trap = self.trap()
+        b = self.base
+        tp = trap.getsockname()[1]
+        urls = [
+            b + "/ok/%2e%2e/secret",
+            b + "/ok/.%2e/secret",
+            b + "/ok/%2E%2E/secret",
+            b + "/ok/..%2fsecret",
+            b + "/ok/%2e%2e%2fsecret",
+            b + "/ok/..%5csecret",
+            b + "/ok/..;/secret",
+            b + "/ok/%252e%252e/secret",
+            b + "/ok/%c0%ae%c0%ae/secret",
+            b + "/ok/x/../../secret",
+            b + "/ok\\..\\secret",
+            b + "/ok/%0d%0aX-Injected:%201",
+            b + "/ok/ hello",
+            "http://127.0.0.1:%d\\@127.0.0.1:%d/ok/" % (self.port, tp),
+            "http://127.0.0.1:%d%%40127.0.0.1:%d/ok/" % (self.port, tp),
+            "http://127.0.0.1:%d@127.0.0.1:%d/ok/" % (tp, self.port),
+            "http://2130706433:%d/ok/hello" % self.port,
+            "http://127.1:%d/ok/hello" % self.port,
+            "http://[::ffff:127.0.0.1]:%d/ok/hello" % self.port,
+            "https://127.0.0.1:%d/ok/hello" % self.port,
+        ]
+        for i, url in enumerate(urls):
+            self.publish(json.dumps({"url": url}).encode(), task="http",
+                         correlation_id="t%d" % i)
+        got = {r.correlation_id: r for r in self.collect(len(urls), timeout=30)}
+        for i, url in enumerate(urls):
+            with self.subTest(url=url):
+                self.assert_rejected(got["t%d" % i], "url_not_allowed")
+        self.assert_untouched(trap)
+
+    def test_the_canonical_url_is_what_is_fetched(self):
+        """Case, default port, escaped unreserved characters, dot segments
+        and the fragment are made plain, and the server gets that."""
+        port = self.port
+        cases = [
+            ("HTTP://127.0.0.1:%d/ok/hello" % port, "/ok/hello"),
+            ("http://127.0.0.1:%d/ok/%%68ello#fragment" % port, "/ok/hello"),
+            ("http://127.0.0.1:%d/ok/./n/%%41%%7e" % port, "/ok/n/A~"),
+            ("http://127.0.0.1:%d/ok/n/../n/b?x=%%2e%%2e/y" % port, "/ok/n/b?x=%2e%2e/y"),
+        ]
+        for i, (url, path) in enumerate(cases):
+            with self.subTest(url=url):
+                r = self.call("http", {"url": url}, cid="k%d" % i)
+                self.assertEqual(r.status, "ok", r)
+                self.assertEqual(self.paths()[-1], path)
+
+    def test_entry_without_trailing_slash_ends_at_a_segment(self):
+        """allow = [".../ok"]: /ok and below, not /okay nor /ok.json."""
+        r = self.call("http_noslash", {"url": self.base + "/ok/hello"}, cid="s1")
+        self.assertEqual(json.loads(r.body)["body"], "hello world", r)
+        r = self.call("http_noslash", {"url": self.base + "/ok"}, cid="s2")
+        self.assertEqual(json.loads(r.body)["status"], 404, r)
+        for i, tail in enumerate(["/okay", "/ok.json", "/ok%2fx", "/o"]):
+            with self.subTest(tail=tail):
+                r = self.call("http_noslash", {"url": self.base + tail}, cid="n%d" % i)
+                self.assert_rejected(r, "url_not_allowed")
+        self.assertEqual(self.paths(), ["/ok/hello", "/ok"])
+
+    def test_refused_headers(self):
+        """Host, Content-Length and hop-by-hop headers are taskd's: a
+        payload that sets one is rejected and nothing is sent."""
+        names = ["Host", "host", "Content-Length", "Transfer-Encoding", "Connection",
+                 "Keep-Alive", "Proxy-Authorization", "Proxy-Connection", "Proxy",
+                 "TE", "Trailer", "Upgrade"]
+        for i, name in enumerate(names):
+            req = {"method": "POST", "url": self.base + "/ok/echo", "body": "x",
+                   "headers": {name: "5" if name.lower() == "content-length" else "evil"}}
+            self.publish(json.dumps(req).encode(), task="http", correlation_id="h%d" % i)
+        got = {r.correlation_id: r for r in self.collect(len(names), timeout=30)}
+        for i, name in enumerate(names):
+            with self.subTest(header=name):
+                doc = self.assert_rejected(got["h%d" % i], "bad_payload")
+                self.assertIn(name, doc["message"])
+        self.assert_untouched()
+
+    def test_redirect_hops_pass_the_same_check(self):
+        trap = self.trap()
+        self.server.trap_port = trap.getsockname()[1]
+        for i, path in enumerate(["/ok/redirect-dots", "/ok/redirect-slash",
+                                  "/ok/redirect-user"]):
+            with self.subTest(path=path):
+                r = self.call("http_follow", {"url": self.base + path}, cid="r%d" % i)
+                self.assertEqual(r.status, "error", r)
+                self.assertEqual(r.error()["error"], "url_not_allowed", r)
+        self.assertEqual(self.paths(), ["/ok/redirect-dots", "/ok/redirect-slash",
+                                        "/ok/redirect-user"])
+        with self.assertRaises(BlockingIOError, msg="a redirect reached the trap"):
+            trap.accept()
+        # A redirect in another spelling of an allowed URL is followed.
+        r = self.call("http_follow", {"url": self.base + "/ok/redirect-case"}, cid="rc")
+        self.assertEqual(json.loads(r.body)["body"], "hello world", r)
+        self.assertEqual(self.paths()[-1], "/ok/hello")
 
     def test_bad_payloads(self):
         bad = [b"not json", b"[]", b'{"url": 5}', b'{"url": "%s/ok/", "method": "GE T"}' % self.base.encode(),
