@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #include "buf.h"
+#include "httppolicy.h"
 #include "log.h"   /* enum log_level only: conf reports, it never logs */
 
 #define CONF_DEFAULT_URI "amqp://guest:guest@127.0.0.1:5672/%2f"
@@ -602,11 +603,22 @@ load_allow(struct loader *l, const config_setting_t *s, const char *key,
 		return;
 	/* An empty prefix matches every URL: surely not what was meant by
 	 * an allow-list. */
-	for (size_t i = 0; i < n; i++)
-		if (v[i][0] == '\0')
+	for (size_t i = 0; i < n; i++) {
+		if (v[i][0] == '\0') {
 			problem(l, config_setting_get_elem(s, (unsigned)i),
 			    "%s[%zu]: must not be empty (it would allow every "
 			    "URL)", key, i);
+			continue;
+		}
+		/* The http handler ignores an entry it cannot read: say so
+		 * here rather than allow nothing in silence. */
+		const char *why;
+		char *c = httppolicy_entry(v[i], &why);
+		if (c == NULL)
+			problem(l, config_setting_get_elem(s, (unsigned)i),
+			    "%s[%zu]: %s", key, i, why != NULL ? why : "out of memory");
+		free(c);
+	}
 	t->allow = v;
 	t->nallow = n;
 }

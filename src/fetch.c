@@ -183,6 +183,13 @@ fetch_perform(CURL *easy, double deadline, CURLcode *result)
 
 	curl_easy_setopt(easy, CURLOPT_PRIVATE, (char *)&r);
 	curl_easy_setopt(easy, CURLOPT_NOSIGNAL, 1L);
+	/* Without it, removing a transfer whose name lookup is still running
+	 * joins curl's resolver thread: the loop would wait as long as
+	 * getaddrinfo does (resolv.conf's timeout × attempts × servers).  With
+	 * it, curl detaches the thread, which frees its own state and closes
+	 * its end of the wake-up socketpair when getaddrinfo returns; curl
+	 * closes the other end at once (7.88 lib/asyn-thread.c). */
+	curl_easy_setopt(easy, CURLOPT_QUICK_EXIT, 1L);
 	coro_call_main(fetch_add_main, &r);
 	if (r.mcode != CURLM_OK) {
 		*result = r.mcode == CURLM_OUT_OF_MEMORY ? CURLE_OUT_OF_MEMORY :

@@ -15,12 +15,14 @@
  * body as "body_base64" instead of "body", byte for byte.  The client says
  * which it wants, so a result's shape never depends on what a server sent.
  *
- * Policy, checked before any connection is made:
- *  - the URL, once curl has normalised it (dot segments resolved), must
- *    start with one of the task's `allow` prefixes; a prefix that ends at
- *    the host name must be followed by the end, '/', '?' or '#' (so
- *    "http://a.example" does not allow "http://a.example.evil.org");
+ * Policy, checked before any connection is made (httppolicy.h):
+ *  - the URL is made canonical, or refused when servers could read it in
+ *    more than one way (user information, encoded slashes, ...); it must
+ *    then fall under one of the task's `allow` entries, on a path-segment
+ *    boundary; the canonical URL is what curl fetches (path as is), so
+ *    what was checked is what is asked for;
  *  - only http and https;
+ *  - the payload may not set Host, hop-by-hop headers or Content-Length;
  *  - redirects are returned as they are unless the task sets
  *    follow_redirects; then each target passes the same check (we follow
  *    them ourselves, at most HTTP_MAX_REDIRECTS);
@@ -37,6 +39,7 @@
 #include "coro.h"
 #include "fetch.h"
 #include "handler.h"
+#include "httppolicy.h"
 
 #define HTTP_MAX_REDIRECTS 10
 #define HTTP_METHOD_MAX 16
@@ -119,41 +122,43 @@ http_header_cb(char *p, size_t size, size_t n, void *ud)
 	return x->oom ? 0 : len;
 }
 
-/* Normalises url through curl's parser; returns a curl-allocated string
- * (curl_free) or NULL when it is not an absolute http(s) URL. */
-static char *
-http_normalise(const char *url)
+/*
+ * Whether the task may fetch url[0..len): 0 with *canon set to the URL to
+ * fetch (free() it), 1 with out failed as `status` when it may not, -1
+ * when out of memory.  from: the URL that redirected to this one, or NULL.
+ */
+static int
+http_admit(const struct handler_args *a, const char *url, size_t len,
+    char **canon, struct handler_output *out, enum result_status status,
+    const char *from)
 {
-	CURLU *u = curl_url();
-	char *out = NULL, *scheme = NULL;
+	const char *why;
 
-	if (u == NULL)
-		return NULL;
-	if (curl_url_set(u, CURLUPART_URL, url, 0) == CURLUE_OK &&
-	    curl_url_get(u, CURLUPART_SCHEME, &scheme, 0) == CURLUE_OK &&
-	    (strcmp(scheme, "http") == 0 || strcmp(scheme, "https") == 0))
-		(void)curl_url_get(u, CURLUPART_URL, &out, 0);
-	curl_free(scheme);
-	curl_url_cleanup(u);
-	return out;
-}
-
-static bool
-http_allowed(const struct handler_args *a, const char *url)
-{
-	if (a == NULL || a->allow == NULL)
-		return false;
-	for (char **p = a->allow; *p != NULL; p++) {
-		size_t n = strlen(*p);
-		if (strncmp(url, *p, n) != 0)
-			continue;
-		const char *rest = strstr(*p, "://");
-		bool has_path = rest != NULL && strchr(rest + 3, '/') != NULL;
-		char next = url[n];
-		if (has_path || next == '\0' || next == '/' || next == '?' || next == '#')
-			return true;
+	*canon = httppolicy_url(url, len, &why);
+	if (*canon == NULL) {
+		if (why == NULL)
+			return -1;
+		/* Not quoted: it holds whatever bytes the client sent. */
+		if (from == NULL)
+			handler_fail(out, status, "url_not_allowed", "url refused: %s", why);
+		else
+			handler_fail(out, status, "url_not_allowed",
+			    "%s redirects to a URL that is refused: %s", from, why);
+		return 1;
 	}
-	return false;
+	int ok = httppolicy_allowed(*canon, a != NULL ? a->allow : NULL);
+	if (ok == 1)
+		return 0;
+	if (ok == 0 && from == NULL)
+		handler_fail(out, status, "url_not_allowed",
+		    "%s is not under any of this task's allow entries", *canon);
+	else if (ok == 0)
+		handler_fail(out, status, "url_not_allowed",
+		    "%s redirects to %s, which is not under any of this task's "
+		    "allow entries", from, *canon);
+	free(*canon);
+	*canon = NULL;
+	return ok < 0 ? -1 : 1;
 }
 
 static bool
@@ -168,20 +173,24 @@ http_token_ok(const char *s, size_t max)
 	return true;
 }
 
-/* Builds the request's header list; NULL with *bad set on a bad header. */
+/* Builds the request's header list; NULL with *bad set on a bad header
+ * (*refused: one a client may not set), *bad "" when out of memory. */
 static struct curl_slist *
-http_headers(json_t *h, const char **bad)
+http_headers(json_t *h, const char **bad, bool *refused)
 {
 	struct curl_slist *list = NULL;
 	const char *name;
 	json_t *v;
 
 	*bad = NULL;
+	*refused = false;
 	json_object_foreach(h, name, v) {
 		if (!json_is_string(v) || !http_token_ok(name, 256) ||
 		    strpbrk(json_string_value(v), "\r\n") != NULL ||
-		    strlen(json_string_value(v)) != json_string_length(v)) {
+		    strlen(json_string_value(v)) != json_string_length(v) ||
+		    !httppolicy_header_ok(name)) {
 			*bad = name;
+			*refused = http_token_ok(name, 256) && !httppolicy_header_ok(name);
 			curl_slist_free_all(list);
 			return NULL;
 		}
@@ -250,6 +259,7 @@ http_co(struct handler_call *call)
 	struct buf reqbody = { 0 };
 	bool has_body = false, binary = false;
 	const char *method = "GET", *bad;
+	bool refused;
 	char *url = NULL, *next = NULL;
 	struct curl_slist *hdrs = NULL;
 	struct http_xfer x = { .max = a ? a->max_response : 0 };
@@ -318,21 +328,26 @@ http_co(struct handler_call *call)
 			goto done;
 		}
 	}
-	url = http_normalise(json_string_value(ju));
-	if (url == NULL) {
-		handler_fail(out, RESULT_REJECTED, "bad_payload",
-		    "url must be an absolute http or https URL");
+	int admit = http_admit(a, json_string_value(ju), json_string_length(ju), &url,
+	    out, RESULT_REJECTED, NULL);
+	if (admit != 0) {
+		if (admit < 0)
+			handler_fail(out, RESULT_ERROR, "handler_failed", "out of memory");
 		goto done;
 	}
-	if (!http_allowed(a, url)) {
-		handler_fail(out, RESULT_REJECTED, "url_not_allowed",
-		    "%s is not in this task's allow list", url);
-		goto done;
-	}
-	if (jh != NULL && (hdrs = http_headers(jh, &bad)) == NULL && bad != NULL) {
-		handler_fail(out, RESULT_REJECTED, "bad_payload",
-		    "header '%s': names are letters, digits, '-' and '_'; values "
-		    "are strings without CR, LF or NUL", bad);
+	if (jh != NULL && (hdrs = http_headers(jh, &bad, &refused)) == NULL &&
+	    bad != NULL) {
+		if (*bad == '\0')
+			handler_fail(out, RESULT_ERROR, "handler_failed", "out of memory");
+		else if (refused)
+			handler_fail(out, RESULT_REJECTED, "bad_payload",
+			    "header '%s' is taskd's to set: Host, Content-Length "
+			    "and hop-by-hop headers (Connection, Keep-Alive, Proxy-*, "
+			    "TE, Trailer, Transfer-Encoding, Upgrade) are refused", bad);
+		else
+			handler_fail(out, RESULT_REJECTED, "bad_payload",
+			    "header '%s': names are letters, digits, '-' and '_'; values "
+			    "are strings without CR, LF or NUL", bad);
 		goto done;
 	}
 	x.headers = json_object();
@@ -347,6 +362,8 @@ http_co(struct handler_call *call)
 	curl_easy_setopt(easy, CURLOPT_PROTOCOLS_STR, "http,https");
 	curl_easy_setopt(easy, CURLOPT_FOLLOWLOCATION, 0L);
 	curl_easy_setopt(easy, CURLOPT_PROXY, "");
+	/* The URL is canonical already: curl must not rewrite its path. */
+	curl_easy_setopt(easy, CURLOPT_PATH_AS_IS, 1L);
 	curl_easy_setopt(easy, CURLOPT_USERAGENT, "taskd/" PACKAGE_VERSION);
 	curl_easy_setopt(easy, CURLOPT_WRITEFUNCTION, http_write_cb);
 	curl_easy_setopt(easy, CURLOPT_WRITEDATA, &x);
@@ -405,14 +422,16 @@ http_co(struct handler_call *call)
 				    "%s: more than %d redirects", url, HTTP_MAX_REDIRECTS);
 				goto done;
 			}
-			next = http_normalise(loc);
-			if (next == NULL || !http_allowed(a, next)) {
-				handler_fail(out, RESULT_ERROR, "url_not_allowed",
-				    "%s redirects to %s, which is not in this task's "
-				    "allow list", url, loc);
+			/* curl made loc absolute; it is checked like the first. */
+			admit = http_admit(a, loc, strlen(loc), &next, out, RESULT_ERROR,
+			    url);
+			if (admit != 0) {
+				if (admit < 0)
+					handler_fail(out, RESULT_ERROR, "handler_failed",
+					    "out of memory");
 				goto done;
 			}
-			curl_free(url);
+			free(url);
 			url = next;
 			next = NULL;
 			/* What browsers and curl do: 303, and POST on 301/302,
@@ -434,8 +453,8 @@ done:
 	if (easy != NULL)
 		curl_easy_cleanup(easy);
 	curl_slist_free_all(hdrs);
-	curl_free(url);
-	curl_free(next);
+	free(url);
+	free(next);
 	json_decref(x.headers);
 	buf_free(&x.body);
 	buf_free(&reqbody);

@@ -409,6 +409,11 @@ class Taskd:
     four built-in tasks.
     """
 
+    # argv put before taskd's own, e.g. to run it in a namespace of its
+    # own (test_http.py); the program it runs must exec taskd in place, so
+    # that the pid stays taskd's.
+    wrapper = ()
+
     def __init__(self, workdir, client, conf=None, name="taskd", tasks=None):
         self.workdir = workdir
         self.client = client
@@ -458,7 +463,7 @@ class Taskd:
         env = dict(clean, **(env or {}))
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(
-                [TASKD, "-f", "-c", self.conf_path], stdin=subprocess.DEVNULL,
+                [*self.wrapper, TASKD, "-f", "-c", self.conf_path], stdin=subprocess.DEVNULL,
                 stdout=log, stderr=log, env=env, cwd=self.workdir)
         _LIVE.add(self.proc)
         if wait:

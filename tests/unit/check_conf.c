@@ -27,6 +27,7 @@
  * the .expect files name "bad-NAME.conf:LINE:" on any machine.
  */
 static const char *const bad[] = {
+	"bad-allow",
 	"bad-control-chars",
 	"bad-default-task",
 	"bad-duplicate-key",
