@@ -4,6 +4,7 @@
 
 #include "uri.h"
 
+#include <ctype.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -236,6 +237,15 @@ uri_parse(const char *s, struct uri *u, char *err, size_t errlen)
 		if (decode_part(host, (size_t)(hend - host), &r.host, "host", err,
 		    errlen) < 0)
 			goto bad;
+		/* ... and a zone is unreserved characters: an escape must not
+		 * smuggle a newline or a control character into the host, which
+		 * log lines quote. */
+		for (const char *q = r.host; *q != '\0'; q++)
+			if (!isalnum((unsigned char)*q) && strchr(".:%-_~", *q) == NULL) {
+				fail(err, errlen, "the host holds a character not "
+				    "allowed in a host name or address");
+				goto bad;
+			}
 	} else if ((r.host = strndup(host, (size_t)(hend - host))) == NULL) {
 		goto nomem;
 	}
