@@ -30,11 +30,16 @@
 #define BROKER_COST_PUBLISH 4096
 
 /* Delivery tags of the current generation that the broker still counts as
- * unacked, or that we settled but have not yet told it about. */
+ * unacked, or that we settled but have not yet told it about.  Settled
+ * tags wait for broker_flush, which sends them in delivery order within
+ * the write budget: acks and rejects alike, so that neither ever writes
+ * into a full send buffer (a broker under a resource alarm stops reading). */
 enum tag_state {
 	TAG_OPEN,      /* delivered, its task not settled */
-	TAG_ACK,       /* settled: the ack waits for broker_flush_acks */
-	TAG_SENT,      /* acked or rejected on the wire by itself */
+	TAG_ACK,       /* settled: basic.ack waits for broker_flush */
+	TAG_REQUEUE,   /* settled: reject with requeue waits */
+	TAG_DROP,      /* settled: reject without requeue waits (dead-letter) */
+	TAG_SENT,      /* settled on the wire by itself */
 };
 
 struct tag_entry {
@@ -88,9 +93,11 @@ struct broker {
 	 * compacted away (broker_tags_compact). */
 	struct tag_entry *tags;
 	size_t tags_cap, tags_head, tags_count;
-	size_t tags_ack;                /* entries in TAG_ACK */
+	size_t tags_settled;            /* entries in TAG_ACK, _REQUEUE, _DROP */
 	size_t tags_sent;               /* entries in TAG_SENT */
-	ev_prepare flush;               /* active while tags_ack > 0 */
+	/* Active while tags_settled > 0 and io_w is not (a flush that ran
+	 * out of room waits for io_w instead). */
+	ev_prepare flush;
 	/* Bytes (as BROKER_COST_*) that may still be written without asking
 	 * the kernel; see broker_room. */
 	size_t room;
@@ -185,8 +192,8 @@ broker_room(struct broker *b, size_t cost, int wait_ms)
 	return true;
 }
 
-/* Charges a write that is sent without asking (a rejection: rare, small):
- * the next write that asks polls sooner. */
+/* Charges a write that is sent without asking (the consumer's cancel: one
+ * small frame per drain): the next write that asks polls sooner. */
 static void
 broker_charge(struct broker *b, size_t cost)
 {
@@ -202,7 +209,7 @@ broker_tag_at(struct broker *b, size_t i)
 static void
 broker_tags_clear(struct broker *b)
 {
-	b->tags_head = b->tags_count = b->tags_ack = b->tags_sent = 0;
+	b->tags_head = b->tags_count = b->tags_settled = b->tags_sent = 0;
 	ev_prepare_stop(b->loop, &b->flush);
 }
 
@@ -276,68 +283,121 @@ broker_tags_compact(struct broker *b)
 	b->tags_sent = 0;
 }
 
-/* Sends the acks that broker_ack made pending (the rule is in broker.h):
- * one multiple ack for the longest settled prefix, naming its highest
- * pending tag (a tag the broker still holds: never one acked or rejected
- * alone), then one ack per settled tag beyond the first open one.
- * Returns false when the socket had no room (io_w resumes it). */
-static bool
-broker_flush_acks(struct broker *b, int wait_ms)
+/* A settlement on the consume channel: multiple covers every tag up to
+ * this one that the broker still holds.  A single reject is a plain
+ * basic.reject; a multiple one needs basic.nack (RabbitMQ's extension). */
+static int
+broker_send_settle(struct broker *b, uint64_t tag, enum tag_state how, bool multiple)
 {
-	if (b->state != BROKER_UP || b->tags_ack == 0)
+	switch (how) {
+	case TAG_ACK:
+		return amqp_basic_ack(b->conn, CONNECTOR_CH_CONSUME, tag, multiple);
+	case TAG_REQUEUE:
+	case TAG_DROP:
+		if (!multiple)
+			return amqp_basic_reject(b->conn, CONNECTOR_CH_CONSUME, tag,
+			    how == TAG_REQUEUE);
+		return amqp_basic_nack(b->conn, CONNECTOR_CH_CONSUME, tag, 1,
+		    how == TAG_REQUEUE);
+	default:
+		return AMQP_STATUS_OK;
+	}
+}
+
+static bool
+tag_pending(enum tag_state st)
+{
+	return st == TAG_ACK || st == TAG_REQUEUE || st == TAG_DROP;
+}
+
+/* Room for one settlement frame; with wait_ms > 0, waiting for it until
+ * deadline at most. */
+static bool
+broker_flush_room(struct broker *b, int wait_ms, ev_tstamp deadline)
+{
+	int ms = 0;
+	if (wait_ms > 0) {
+		ev_tstamp left = deadline - ev_time();
+		ms = left > 0 ? (int)(left * 1000.0) : 0;
+	}
+	return broker_room(b, BROKER_COST_ACK, ms);
+}
+
+/* Sends what broker_ack and broker_reject settled (the rule is in
+ * broker.h), a frame at a time, each within the write budget:
+ *   - the settled prefix of the ring as runs of one kind, one frame per
+ *     run with multiple=true, naming the run's last tag (every tag before
+ *     it that the broker still holds is in the run: earlier runs went in
+ *     earlier frames, and TAG_SENT ones went alone);
+ *   - then each settled tag beyond the first open one by itself, since a
+ *     multiple frame there would settle the running task too.
+ * When the budget runs out it stops where it is (io_w resumes it), so a
+ * broker that stops reading never makes the loop wait.  wait_ms > 0 (a
+ * stop, a reconnect) lets it wait that long in all for room.  Returns
+ * false when settled tags are left. */
+static bool
+broker_flush(struct broker *b, int wait_ms)
+{
+	if (b->state != BROKER_UP || b->tags_settled == 0)
 		return true;
-	size_t prefix = 0, prefix_acks = 0;
-	uint64_t upto = 0;
-	while (prefix < b->tags_count) {
-		struct tag_entry *e = broker_tag_at(b, prefix);
-		if (e->st == TAG_OPEN)
+	ev_tstamp deadline = ev_time() + wait_ms / 1000.0;
+	bool done = true;
+
+	while (b->tags_count > 0) {
+		struct tag_entry *front = broker_tag_at(b, 0);
+		if (front->st == TAG_OPEN)
 			break;
-		if (e->st == TAG_ACK) {
-			upto = e->tag;
-			prefix_acks++;
+		size_t last = 0, n = 0;
+		enum tag_state kind = front->st;
+		if (kind != TAG_SENT) {
+			for (size_t i = 1; i < b->tags_count; i++) {
+				enum tag_state st = broker_tag_at(b, i)->st;
+				if (st == kind)
+					last = i;
+				else if (st != TAG_SENT)
+					break;
+			}
+			if (!broker_flush_room(b, wait_ms, deadline)) {
+				done = false;
+				break;
+			}
+			int rc = broker_send_settle(b, broker_tag_at(b, last)->tag, kind, true);
+			if (rc != AMQP_STATUS_OK) {
+				broker_lost(b, "settling tasks: %s", amqp_error_string2(rc));
+				return true;
+			}
 		}
-		prefix++;
-	}
-	size_t frames = (prefix_acks > 0) + (b->tags_ack - prefix_acks);
-	if (!broker_room(b, frames * BROKER_COST_ACK, wait_ms)) {
-		ev_prepare_stop(b->loop, &b->flush);
-		return false;
-	}
-	uint64_t gen = b->gen;
-	if (prefix_acks > 0) {
-		int rc = amqp_basic_ack(b->conn, CONNECTOR_CH_CONSUME, upto, 1);
-		if (rc != AMQP_STATUS_OK) {
-			broker_lost(b, "acking tasks: %s", amqp_error_string2(rc));
-			return true;
+		for (size_t i = 0; i <= last; i++) {
+			if (broker_tag_at(b, i)->st == TAG_SENT)
+				b->tags_sent--;
+			else
+				n++;
 		}
+		b->tags_settled -= n;
+		b->tags_head = (b->tags_head + last + 1) & (b->tags_cap - 1);
+		b->tags_count -= last + 1;
 	}
-	for (size_t i = 0; i < prefix; i++)
-		if (broker_tag_at(b, i)->st == TAG_SENT)
-			b->tags_sent--;
-	if (prefix > 0)
-		b->tags_head = (b->tags_head + prefix) & (b->tags_cap - 1);
-	b->tags_count -= prefix;
-	b->tags_ack -= prefix_acks;
-	/* Past an open tag a multiple ack would ack that task too. */
-	for (size_t i = 0; b->tags_ack > 0 && i < b->tags_count; i++) {
+	for (size_t i = 0; done && b->tags_settled > 0 && i < b->tags_count; i++) {
 		struct tag_entry *e = broker_tag_at(b, i);
-		if (e->st != TAG_ACK)
+		if (!tag_pending(e->st))
 			continue;
-		int rc = amqp_basic_ack(b->conn, CONNECTOR_CH_CONSUME, e->tag, 0);
+		if (!broker_flush_room(b, wait_ms, deadline)) {
+			done = false;
+			break;
+		}
+		int rc = broker_send_settle(b, e->tag, e->st, false);
 		if (rc != AMQP_STATUS_OK) {
-			broker_lost(b, "acking a task: %s", amqp_error_string2(rc));
+			broker_lost(b, "settling a task: %s", amqp_error_string2(rc));
 			return true;
 		}
 		e->st = TAG_SENT;
-		b->tags_ack--;
+		b->tags_settled--;
 		b->tags_sent++;
 	}
-	if (b->gen == gen) {
-		broker_tags_compact(b);
-		ev_prepare_stop(b->loop, &b->flush);
-		broker_after_call(b);
-	}
-	return true;
+	broker_tags_compact(b);
+	ev_prepare_stop(b->loop, &b->flush);
+	broker_after_call(b);
+	return done;
 }
 
 static void
@@ -345,7 +405,7 @@ broker_flush_cb(struct ev_loop *loop, ev_prepare *w, int revents)
 {
 	(void)loop;
 	(void)revents;
-	broker_flush_acks(w->data, 0);
+	broker_flush(w->data, 0);
 }
 
 /* The connection is gone (or must go): drop it, fail what awaited it, and
@@ -704,7 +764,7 @@ broker_writable_cb(struct ev_loop *loop, ev_io *w, int revents)
 	struct broker *b = w->data;
 	ev_io_stop(loop, w);
 	uint64_t gen = b->gen;
-	if (!broker_flush_acks(b, 0) || b->gen != gen)
+	if (!broker_flush(b, 0) || b->gen != gen)
 		return;
 	b->ops.writable(b->ctx);
 }
@@ -860,7 +920,7 @@ broker_replan(struct broker *b)
 {
 	ev_timer_stop(b->loop, &b->replan);
 	/* Answered tasks need not come back. */
-	(void)broker_flush_acks(b, BROKER_REPLAN_FLUSH_MS);
+	(void)broker_flush(b, BROKER_REPLAN_FLUSH_MS);
 	if (b->state == BROKER_UP)
 		broker_lost(b, "broker settings changed");
 	ev_timer_stop(b->loop, &b->retry);
@@ -1011,47 +1071,35 @@ broker_publish(struct broker *b, const char *routing_key,
 	return 0;
 }
 
-void
-broker_ack(struct broker *b, uint64_t gen, uint64_t tag)
+/* Marks a delivery settled; broker_flush sends it before the loop next
+ * waits (broker_flush_cb), or when the socket has room again
+ * (broker_writable_cb). */
+static void
+broker_settle(struct broker *b, uint64_t gen, uint64_t tag, enum tag_state how)
 {
 	if (gen != b->gen || b->state != BROKER_UP)
 		return;
 	struct tag_entry *e = broker_tag_find(b, tag);
 	if (e == NULL) {
-		log_debug("not acking delivery %llu: not open on this channel",
+		log_debug("not settling delivery %llu: not open on this channel",
 		    (unsigned long long)tag);
 		return;
 	}
-	e->st = TAG_ACK;
-	/* Sent before the loop next waits (broker_flush_cb), or when the
-	 * socket has room again (broker_writable_cb). */
-	if (b->tags_ack++ == 0 && !ev_is_active(&b->io_w))
+	e->st = how;
+	if (b->tags_settled++ == 0 && !ev_is_active(&b->io_w))
 		ev_prepare_start(b->loop, &b->flush);
+}
+
+void
+broker_ack(struct broker *b, uint64_t gen, uint64_t tag)
+{
+	broker_settle(b, gen, tag, TAG_ACK);
 }
 
 void
 broker_reject(struct broker *b, uint64_t gen, uint64_t tag, bool requeue)
 {
-	if (gen != b->gen || b->state != BROKER_UP)
-		return;
-	struct tag_entry *e = broker_tag_find(b, tag);
-	if (e == NULL) {
-		log_debug("not rejecting delivery %llu: not open on this channel",
-		    (unsigned long long)tag);
-		return;
-	}
-	/* At once, unlike acks: rare, and a pending reject would have to go
-	 * out before any multiple ack that spans it. */
-	broker_charge(b, BROKER_COST_ACK);
-	int rc = amqp_basic_reject(b->conn, CONNECTOR_CH_CONSUME, tag, requeue);
-	if (rc != AMQP_STATUS_OK) {
-		broker_lost(b, "rejecting a task: %s", amqp_error_string2(rc));
-		return;
-	}
-	e->st = TAG_SENT;
-	b->tags_sent++;
-	broker_tags_compact(b);
-	broker_after_call(b);
+	broker_settle(b, gen, tag, requeue ? TAG_REQUEUE : TAG_DROP);
 }
 
 void
@@ -1063,6 +1111,7 @@ broker_cancel_consumer(struct broker *b)
 		.consumer_tag = amqp_cstring_bytes(b->consumer_tag),
 		.nowait = 1,
 	};
+	broker_charge(b, BROKER_COST_ACK);
 	int rc = amqp_send_method(b->conn, CONNECTOR_CH_CONSUME, AMQP_BASIC_CANCEL_METHOD, &m);
 	if (rc != AMQP_STATUS_OK) {
 		broker_lost(b, "cancelling the consumer: %s", amqp_error_string2(rc));
@@ -1082,7 +1131,7 @@ broker_stop(struct broker *b)
 	/* A graceful drain ends here: every answered task gets its ack.  The
 	 * socket gets up to two seconds to take them, like the close. */
 	if (b->conn != NULL && b->state == BROKER_UP && !broker_silent(b))
-		(void)broker_flush_acks(b, 2000);
+		(void)broker_flush(b, 2000);
 	broker_watchers_stop(b);
 	broker_tags_clear(b);
 	if (b->conn != NULL) {

@@ -25,16 +25,20 @@
  * awaiting a confirm is reported BROKER_LOST and its task must not be acked;
  * the broker redelivers it (at-least-once).
  *
- * Acks are coalesced.  broker_ack only marks the delivery settled; once per
- * loop iteration (an ev_prepare, before the loop waits) the settled tags go
- * out as one basic.ack multiple=true for the longest prefix of delivered
- * tags that are all settled, naming the highest tag in it that is still
- * unacked on the wire, plus one plain ack for each settled tag after the
- * first unsettled one (a multiple ack there would ack a running task).
- * A rejection is sent at once and counts as settled.  Pending acks are
- * flushed before broker_stop closes the connection and before a reconfigure
- * closes it; when the connection dies they are dropped with its tags (the
- * broker redelivers those tasks) and never sent on a later connection.
+ * Settlements are coalesced.  broker_ack and broker_reject only mark the
+ * delivery settled; once per loop iteration (an ev_prepare, before the loop
+ * waits) the settled tags go out in delivery order: the longest prefix of
+ * delivered tags that are all settled as one frame with multiple=true per
+ * run of one kind (basic.ack, or basic.nack with or without requeue),
+ * naming the run's last tag, plus one plain ack or reject for each settled
+ * tag after the first unsettled one (a multiple frame there would settle a
+ * running task).  Every frame is written within the same budget as a
+ * publish; when the socket has no room (a broker under a resource alarm
+ * stops reading) the rest waits for it, and the loop goes on.  Pending
+ * settlements are flushed before broker_stop closes the connection and
+ * before a reconfigure closes it (each with a short bound); when the
+ * connection dies they are dropped with its tags (the broker redelivers
+ * those tasks) and never sent on a later connection.
  */
 #ifndef TASKD_BROKER_H
 #define TASKD_BROKER_H
@@ -122,9 +126,9 @@ bool broker_reply_durable(const struct broker *b);
 int broker_publish(struct broker *b, const char *routing_key,
     const amqp_basic_properties_t *props, const void *body, size_t len,
     void *token);
-/* Acks (coalesced: see above), or rejects with/without requeue (at once),
- * a delivery.  A delivery of an older generation, or one already settled,
- * is silently dropped. */
+/* Acks, or rejects with/without requeue, a delivery (coalesced and sent
+ * within the write budget: see above).  A delivery of an older generation,
+ * or one already settled, is silently dropped. */
 void broker_ack(struct broker *b, uint64_t gen, uint64_t tag);
 void broker_reject(struct broker *b, uint64_t gen, uint64_t tag, bool requeue);
 /* Stops the consumer (basic.cancel, no wait) so no new task arrives, for a

@@ -1,12 +1,14 @@
 #include "connector.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <unistd.h>
 #include <amqp_ssl_socket.h>
 #include <amqp_tcp_socket.h>
 #include <openssl/ssl.h>
@@ -18,22 +20,35 @@
  * failed declare closes its channel, and these are thrown away. */
 #define CH_PROBE 3
 
+/* Shared by the loop and the attempt's thread, and freed by whichever
+ * lets go last (refs), so that the loop can abandon an attempt without
+ * waiting for the thread: a step may block in getaddrinfo, connect or the
+ * TLS handshake for its whole timeout. */
 struct connector {
+	/* The loop's side. */
 	struct ev_loop *loop;
 	ev_async async;
-	pthread_t thread;
-	bool thread_started;
-	bool finished;           /* the thread has handed over its result */
 	connector_done_fn *done;
 	void *ctx;
+	/* Copied before the thread starts; only read after. */
 	struct connector_params params;
+	/* The thread's until it hands over (under lock, with the async). */
 	struct connector_result res;
 
-	/* Shared with the thread, under lock: how the loop aborts a step. */
+	/* Under lock. */
 	pthread_mutex_t lock;
+	int refs;                /* 2 while both sides hold it */
+	/* A duplicate of the attempt's socket, owned here (closed by the
+	 * thread, under lock, when the attempt ends), or -1: shutdown(2) on it
+	 * makes a step that waits on the socket fail at once.  A duplicate
+	 * and not the library's own fd, which the library may close at any
+	 * moment (an RPC timeout closes it), after which its number can be
+	 * another fd of the daemon's. */
 	int fd;
-	bool aborted;
+	bool abandoned;          /* the loop let go: no hand-over */
 };
+
+static void connector_unref(struct connector *c);
 
 static char *
 xstrdup(const char *s)
@@ -153,7 +168,7 @@ static bool
 aborted(struct connector *c)
 {
 	pthread_mutex_lock(&c->lock);
-	bool a = c->aborted;
+	bool a = c->abandoned;
 	pthread_mutex_unlock(&c->lock);
 	return a;
 }
@@ -292,9 +307,12 @@ connector_run(struct connector *c, amqp_connection_state_t conn)
 		c->res.error = buf_steal(&b, NULL);
 		return -1;
 	}
+	/* From here on the loop can cut any step short.  Without a duplicate
+	 * (EMFILE) it cannot, and the step's own timeout still bounds it. */
 	pthread_mutex_lock(&c->lock);
-	c->fd = amqp_get_sockfd(conn);
-	bool gone = c->aborted;
+	bool gone = c->abandoned;
+	if (!gone)
+		c->fd = fcntl(amqp_get_sockfd(conn), F_DUPFD_CLOEXEC, 0);
 	pthread_mutex_unlock(&c->lock);
 	if (gone)
 		return -1;
@@ -402,10 +420,17 @@ connector_main(void *arg)
 			c->res.error = strdup("aborted");
 		amqp_destroy_connection(conn);
 	}
+	/* Hand over, unless the loop has let go; then the result dies with
+	 * the last reference (a connection that came up is closed here). */
 	pthread_mutex_lock(&c->lock);
-	c->fd = -1;
+	if (c->fd >= 0) {
+		close(c->fd);
+		c->fd = -1;
+	}
+	if (!c->abandoned)
+		ev_async_send(c->loop, &c->async);
 	pthread_mutex_unlock(&c->lock);
-	ev_async_send(c->loop, &c->async);
+	connector_unref(c);
 	return NULL;
 }
 
@@ -416,13 +441,27 @@ connector_async_cb(struct ev_loop *loop, ev_async *w, int revents)
 	struct connector *c = (struct connector *)((char *)w - offsetof(struct connector, async));
 
 	ev_async_stop(loop, &c->async);
-	pthread_join(c->thread, NULL);
-	c->thread_started = false;
-	c->finished = true;
+	/* The lock orders the thread's writes to res before these reads. */
+	pthread_mutex_lock(&c->lock);
 	struct connector_result res = c->res;
 	memset(&c->res, 0, sizeof(c->res));
+	pthread_mutex_unlock(&c->lock);
 	/* Last: done may free c. */
 	c->done(c->ctx, &res);
+}
+
+static void
+connector_unref(struct connector *c)
+{
+	pthread_mutex_lock(&c->lock);
+	int left = --c->refs;
+	pthread_mutex_unlock(&c->lock);
+	if (left > 0)
+		return;
+	connector_result_clear(&c->res);
+	connector_params_clear(&c->params);
+	pthread_mutex_destroy(&c->lock);
+	free(c);
 }
 
 struct connector *
@@ -440,17 +479,27 @@ connector_start(struct ev_loop *loop, const struct connector_params *params,
 	c->done = done;
 	c->ctx = ctx;
 	c->fd = -1;
+	c->refs = 2;
 	pthread_mutex_init(&c->lock, NULL);
 	ev_async_init(&c->async, connector_async_cb);
 	ev_async_start(loop, &c->async);
 
-	/* The thread must never take a signal: the loop reads them from a
-	 * signalfd, which only works while every thread blocks them. */
-	sigset_t all, old;
-	sigfillset(&all);
-	pthread_sigmask(SIG_SETMASK, &all, &old);
-	int rc = pthread_create(&c->thread, NULL, connector_main, c);
-	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	/* Detached: nobody waits for the thread; the last reference frees. */
+	pthread_attr_t attr;
+	int rc = pthread_attr_init(&attr);
+	if (rc == 0) {
+		rc = pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+		/* The thread must never take a signal: the loop reads them from
+		 * a signalfd, which only works while every thread blocks them. */
+		sigset_t all, old;
+		sigfillset(&all);
+		pthread_sigmask(SIG_SETMASK, &all, &old);
+		pthread_t thread;
+		if (rc == 0)
+			rc = pthread_create(&thread, &attr, connector_main, c);
+		pthread_sigmask(SIG_SETMASK, &old, NULL);
+		pthread_attr_destroy(&attr);
+	}
 	if (rc != 0) {
 		ev_async_stop(loop, &c->async);
 		connector_params_clear(&c->params);
@@ -459,7 +508,6 @@ connector_start(struct ev_loop *loop, const struct connector_params *params,
 		errno = rc;
 		return NULL;
 	}
-	c->thread_started = true;
 	return c;
 }
 
@@ -468,17 +516,13 @@ connector_free(struct connector *c)
 {
 	if (c == NULL)
 		return;
-	if (c->thread_started) {
-		pthread_mutex_lock(&c->lock);
-		c->aborted = true;
-		if (c->fd >= 0)
-			shutdown(c->fd, SHUT_RDWR);
-		pthread_mutex_unlock(&c->lock);
-		pthread_join(c->thread, NULL);
-		ev_async_stop(c->loop, &c->async);
-	}
-	connector_result_clear(&c->res);
-	connector_params_clear(&c->params);
-	pthread_mutex_destroy(&c->lock);
-	free(c);
+	/* No hand-over from now on: a result already sent is dropped with
+	 * the watcher, and the thread skips sending one. */
+	ev_async_stop(c->loop, &c->async);
+	pthread_mutex_lock(&c->lock);
+	c->abandoned = true;
+	if (c->fd >= 0)
+		shutdown(c->fd, SHUT_RDWR);
+	pthread_mutex_unlock(&c->lock);
+	connector_unref(c);
 }

@@ -6,7 +6,25 @@
  * handshake, login and every RPC), so the whole setup runs on a short-lived
  * thread of its own, each step bounded by connect_timeout.  When it is done
  * the thread hands the connection to the loop through an ev_async and ends;
- * from then on only the loop thread touches it.  Nothing else is shared.
+ * from then on only the loop thread touches it.
+ *
+ * Ownership.  The struct connector is shared by the loop and the thread
+ * and freed by whichever lets go last.  Until the hand-over the thread
+ * owns the connection (and the library owns its socket); the connector
+ * owns a duplicate of that socket, used only to shut it down, which the
+ * thread closes when the attempt ends.  After the hand-over the done
+ * callback owns the connection.  An attempt the loop abandons
+ * (connector_free before done) is never handed over: the thread closes
+ * its connection itself when its current step ends.
+ *
+ * Abandoning is immediate.  Once the TCP connection is up, shutting the
+ * duplicate down makes the blocked step (login, an RPC) fail at once, so
+ * the thread and its socket go within milliseconds.  Before that (name
+ * lookup, TCP connect, the TLS handshake: inside rabbitmq-c's
+ * amqp_socket_open_noblock, which gives no fd out until it returns) the
+ * thread lives on until that step fails or times out, bounded by the
+ * connect timeout (the lookup by the resolver's own), then frees
+ * everything; the loop does not wait for it.
  *
  * A ready connection has:
  *   channel 1: basic.qos(prefetch) and a manual-ack consumer on the queue
@@ -59,9 +77,10 @@ typedef void connector_done_fn(void *ctx, struct connector_result *res);
  * be started (then nothing was started). */
 struct connector *connector_start(struct ev_loop *loop,
     const struct connector_params *params, connector_done_fn *done, void *ctx);
-/* Aborts an attempt still under way (its socket is shut down so any blocked
- * step fails at once), waits for the thread and frees everything; done is
- * not called.  After done has been called, it only frees. */
+/* Abandons an attempt still under way and returns at once, without
+ * waiting for the thread: done is not called, and the thread frees what
+ * is left when its current step ends (above).  After done has been
+ * called, it only lets go of c.  Loop thread only. */
 void connector_free(struct connector *c);
 
 void connector_result_clear(struct connector_result *res);
