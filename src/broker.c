@@ -81,6 +81,10 @@ struct broker {
 	 * confirms of results already published, so their tasks get acked
 	 * instead of coming back; active only while one is due. */
 	ev_timer replan;
+	/* A lost connection not yet told to the owner (broker_lost): set
+	 * with `lost` started, told from its callback or sooner. */
+	bool lost_due;
+	ev_timer lost;
 	ev_tstamp last_rx;
 
 	/* Results awaiting their confirm, in publish (= sequence) order. */
@@ -441,6 +445,25 @@ broker_lost(struct broker *b, const char *fmt, ...)
 	log_warn("broker connection lost: %s; reconnecting in %.1f s", why, delay);
 	broker_schedule(b, delay);
 
+	/* The loss is often found inside a call the owner made (a publish,
+	 * a flush) while it walks its own lists: tell it from the loop, never
+	 * from inside that call. */
+	b->lost_due = true;
+	ev_timer_stop(b->loop, &b->lost);
+	ev_timer_set(&b->lost, 0.0, 0.0);
+	ev_timer_start(b->loop, &b->lost);
+}
+
+/* Tells the owner that connection b->gen is gone: `down`, then every
+ * result that awaited its confirm.  Runs before anything can reuse the
+ * ring or the generation (broker_connected, broker_stop). */
+static void
+broker_notify_lost(struct broker *b)
+{
+	if (!b->lost_due)
+		return;
+	b->lost_due = false;
+	ev_timer_stop(b->loop, &b->lost);
 	b->ops.down(b->ctx, b->gen);
 	while (b->count > 0) {
 		struct pending *p = &b->ring[b->head];
@@ -451,6 +474,14 @@ broker_lost(struct broker *b, const char *fmt, ...)
 			b->ops.confirm(b->ctx, token, BROKER_LOST);
 	}
 	b->head = 0;
+}
+
+static void
+broker_lost_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+	(void)loop;
+	(void)revents;
+	broker_notify_lost(w->data);
 }
 
 static void
@@ -804,6 +835,7 @@ broker_connected(void *ctx, struct connector_result *res)
 		    p->durable ? "durable" : "transient", p->quorum ? "quorum" : "classic");
 	connector_result_clear(res);
 
+	broker_notify_lost(b);
 	b->gen++;
 	b->state = BROKER_UP;
 	b->blocked = false;
@@ -886,9 +918,11 @@ broker_new(struct ev_loop *loop, const struct connector_params *params,
 	ev_timer_init(&b->hb, broker_hb_cb, 1.0, 1.0);
 	ev_timer_init(&b->retry, broker_retry_cb, 0.0, 0.0);
 	ev_timer_init(&b->replan, broker_replan_cb, 0.0, 0.0);
+	ev_timer_init(&b->lost, broker_lost_cb, 0.0, 0.0);
 	ev_prepare_init(&b->flush, broker_flush_cb);
 	b->io_r.data = b->io_w.data = b->idle.data = b->hb.data = b->retry.data = b;
 	b->replan.data = b;
+	b->lost.data = b;
 	b->flush.data = b;
 	return b;
 }
@@ -1134,6 +1168,7 @@ broker_stop(struct broker *b)
 		(void)broker_flush(b, 2000);
 	broker_watchers_stop(b);
 	broker_tags_clear(b);
+	broker_notify_lost(b);
 	if (b->conn != NULL) {
 		/* Polite close, bounded: a frozen broker gets two seconds. */
 		struct timeval tv = { 2, 0 };

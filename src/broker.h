@@ -87,7 +87,12 @@ struct broker_ops {
 	/* Consuming (again). */
 	void (*up)(void *ctx);
 	/* The connection of generation gen is gone; called before the LOST
-	 * confirms of its results. */
+	 * confirms of its results.  Never from inside a broker_* call the
+	 * owner makes (a publish that finds the connection dead returns -1
+	 * and the loop tells the loss right after), except broker_stop,
+	 * which tells a loss still due before it returns.  Meanwhile
+	 * broker_publish answers BROKER_AGAIN and settlements of gen are
+	 * dropped. */
 	void (*down)(void *ctx, uint64_t gen);
 	/* Publishing may succeed again. */
 	void (*writable)(void *ctx);

@@ -200,7 +200,7 @@ dispatch_flush(struct dispatch *d)
 		int rc = broker_publish(d->broker, t->env.reply_to, &msg.props,
 		    t->call.out.body.data, t->call.out.body.len, t);
 		if (rc != 0)
-			return;  /* AGAIN: `writable` resumes; -1: `down` cleaned up */
+			return;  /* AGAIN: `writable` resumes; -1: `down` follows */
 		fifo_pop(&d->publish);
 		t->state = TASK_CONFIRM;
 	}
