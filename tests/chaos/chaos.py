@@ -965,6 +965,43 @@ def judge(books):
     return wrong, statuses, dups, dup_tasks
 
 
+def judge_selftest():
+    """The checker checks itself before it checks taskd: each rule of
+    judge() must reject a made-up wrong answer and accept a right one."""
+    books = Books("self")
+    books.faults.append((100.0, "workers", ""))
+    body = b"42"
+
+    def case(name, expect, status, code=None, out=body, attempt=1, t_answer=50.0,
+             t_pub=10.0, typ=None):
+        t = books.new_task(name, name, expect, sha(body))
+        t.t_pub = t_pub
+        t.results.append(Answer(t_answer, status, code, sha(out), attempt,
+                                typ or name, "m-self-%d" % t.n, "h:1"))
+        return t
+
+    right = [case("sleep", "ok", "ok"),
+             case("sleep", "timeout", "timeout", "timeout"),
+             case("sleep_retry", "timeout", "timeout", "timeout", attempt=3),
+             case("sha256", "ok", "error", "worker_crashed", t_answer=101.0),
+             case("echo", "ok", "timeout", "timeout", t_pub=0.0, t_answer=200.0)]
+    wrong = [case("echo", "ok", "ok", out=b"43"),
+             case("echo", "ok", "ok", typ="sleep"),
+             case("sleep", "timeout", "ok"),
+             case("sleep", "ok", "timeout", "timeout"),
+             case("sleep_retry", "timeout", "timeout", "timeout", attempt=1),
+             case("sha256", "ok", "error", "worker_crashed"),
+             case("burn_retry", "ok", "error", "worker_crashed", t_answer=101.0),
+             case("sleep", "ok", "error", "worker_crashed", t_answer=101.0),
+             case("echo", "ok", "error", "handler_failed"),
+             case("echo", "ok", "rejected", "unknown_task")]
+    found = set(t.n for t, a, why in judge(books)[0])
+    for t in right:
+        assert t.n not in found, "judge() rejects right answer %d" % t.n
+    for t in wrong:
+        assert t.n in found, "judge() accepts wrong answer %d" % t.n
+
+
 def describe_task(books, t, a=None):
     s = "task %d (%s, published at %.1f s" % (t.n, t.label, t.t_pub - books.t0)
     if a is not None:
@@ -1227,6 +1264,12 @@ def main():
         print("0 passed, 1 failed")
         return 1
     args.taskd = os.path.abspath(args.taskd)
+    try:
+        judge_selftest()
+    except AssertionError as e:
+        say("the checker's self-test failed: %s" % e)
+        print("0 passed, 1 failed")
+        return 1
 
     # Cores of the nodes land in their directories (kernel core_pattern
     # permitting); gdb reads them for the report.
