@@ -350,7 +350,7 @@ class Books:
                     return f
         return None
 
-    def record(self, props, body, redelivered):
+    def record(self, props, body):
         headers = {k: hstr(v) for k, v in (props.headers or {}).items()}
         cid = hstr(props.correlation_id)
         status = headers.get("taskd-status")
@@ -567,7 +567,7 @@ class Consumer(threading.Thread):
                 time.sleep(0.3)
 
     def _on_message(self, ch, method, props, body):
-        self.books.record(props, bytes(body), method.redelivered)
+        self.books.record(props, bytes(body))
         ch.basic_ack(method.delivery_tag)
 
 
@@ -579,6 +579,9 @@ class Node:
 
     `expect` says what the chaos did to the running process (None, "kill9"
     or "term"); the monitor judges each exit against it."""
+
+    KEEP_CORES = 5
+    cores = 0
 
     def __init__(self, name, workdir, taskd, conf, books):
         self.name = name
@@ -727,6 +730,12 @@ class Node:
             os.rename(core, kept)
             text.append("  --- backtrace (gdb, %s):" % kept)
             text.extend("  | " + ln for ln in backtrace(self.taskd, core=kept))
+            # A crash loop would write tens of MB per crash and hold the
+            # monitor in gdb: nodes started from now on dump no core.
+            Node.cores += 1
+            if Node.cores == Node.KEEP_CORES:
+                soft, hard = resource.getrlimit(resource.RLIMIT_CORE)
+                resource.setrlimit(resource.RLIMIT_CORE, (0, hard))
         say("UNEXPECTED: " + text[0])
         with self.books.lock:
             self.books.deaths.append((signature(why, text), "\n".join(text)))
