@@ -328,7 +328,7 @@ class Books:
         self.results = 0
         self.answered = 0
         self.seen = set()         # result identities, for broker redeliveries
-        self.faults = []          # (t, kind, detail)
+        self.faults = []          # [t start, kind, detail, t end]
         self.deaths = []          # text of each unexpected death
         self.t0 = now()           # reset when the workload starts
 
@@ -339,9 +339,13 @@ class Books:
             return t
 
     def fault(self, kind, detail=""):
+        """Records a fault as it starts; the caller may set its end ([3])."""
+        t = now()
+        f = [t, kind, detail, t]
         with self.lock:
-            self.faults.append((now(), kind, detail))
+            self.faults.append(f)
         say("fault %-14s %s" % (kind, detail))
+        return f
 
     def last_fault(self, before=None):
         with self.lock:
@@ -887,13 +891,15 @@ class Chaos:
 
     def workers(self, node):
         kids = node.children()
-        self.books.fault("workers", "%s pid %d: %d workers %s" % (
+        f = self.books.fault("workers", "%s pid %d: %d workers %s" % (
             node.name, node.pid, len(kids), kids))
         for k in kids:
             try:
                 os.kill(k, signal.SIGKILL)
             except ProcessLookupError:
                 pass
+        # A task published until now may have been in a worker just killed.
+        f[3] = now()
 
     def broker_restart(self):
         pause = self.rng.uniform(1.0, 4.0)
@@ -929,7 +935,7 @@ def judge(books):
     statuses = collections.Counter()
     dups = 0
     dup_tasks = 0
-    kills = [f[0] for f in books.faults if f[1] == "workers"]
+    kills = [(f[0], f[3]) for f in books.faults if f[1] == "workers"]
     for t in books.tasks:
         if len(t.results) > 1:
             dup_tasks += 1
@@ -965,7 +971,7 @@ def judge(books):
                 elif a.attempt != 1 + retries:
                     why = "worker_crashed after %r attempts, not 1 + %d retries" % (
                         a.attempt, retries)
-                elif not any(t.t_pub <= k <= a.t for k in kills):
+                elif not any(t.t_pub <= end and start <= a.t for start, end in kills):
                     why = "worker_crashed, but no worker was killed while it ran"
             else:
                 why = "status %r, error %r" % (a.status, a.code)
@@ -978,7 +984,7 @@ def judge_selftest():
     """The checker checks itself before it checks taskd: each rule of
     judge() must reject a made-up wrong answer and accept a right one."""
     books = Books("self")
-    books.faults.append((100.0, "workers", ""))
+    books.faults.append([100.0, "workers", "", 100.5])
     body = b"42"
 
     def case(name, expect, status, code=None, out=body, attempt=1, t_answer=50.0,
@@ -993,6 +999,7 @@ def judge_selftest():
              case("sleep", "timeout", "timeout", "timeout"),
              case("sleep_retry", "timeout", "timeout", "timeout", attempt=3),
              case("sha256", "ok", "error", "worker_crashed", t_answer=101.0),
+             case("burn", "ok", "error", "worker_crashed", t_pub=100.2, t_answer=100.3),
              case("echo", "ok", "timeout", "timeout", t_pub=0.0, t_answer=200.0)]
     wrong = [case("echo", "ok", "ok", out=b"43"),
              case("echo", "ok", "ok", typ="sleep"),
@@ -1000,6 +1007,7 @@ def judge_selftest():
              case("sleep", "ok", "timeout", "timeout"),
              case("sleep_retry", "timeout", "timeout", "timeout", attempt=1),
              case("sha256", "ok", "error", "worker_crashed"),
+             case("sha256", "ok", "error", "worker_crashed", t_pub=100.6, t_answer=101.0),
              case("burn_retry", "ok", "error", "worker_crashed", t_answer=101.0),
              case("sleep", "ok", "error", "worker_crashed", t_answer=101.0),
              case("echo", "ok", "error", "handler_failed"),
