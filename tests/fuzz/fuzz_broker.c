@@ -202,7 +202,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		}
 		broker_drain(z.b);
 		if (broker_state(z.b) == BROKER_UP)
-			(void)broker_flush_acks(z.b, 0);
+			(void)broker_flush(z.b, 0);
 		sink(sv[1]);
 		if (broker_state(z.b) != BROKER_UP || off < size)
 			continue;
@@ -216,7 +216,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			acked_held = true;
 			for (size_t i = z.nheld; i-- > 0; )
 				broker_ack(z.b, gen, z.held[i]);
-			(void)broker_flush_acks(z.b, 0);
+			(void)broker_flush(z.b, 0);
 		} else if (!shut) {
 			/* The broker goes away: EOF ends the connection. */
 			shut = true;
