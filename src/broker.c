@@ -9,6 +9,7 @@
 
 #include "backoff.h"
 #include "log.h"
+#include "result.h"
 
 /* Frames handled per callback before yielding to other watchers; the idle
  * watcher resumes where it stopped. */
@@ -104,6 +105,9 @@ struct broker {
 	uint64_t skip;                  /* body bytes of a basic.return to skip */
 	bool skip_header;               /* a basic.return's header is due */
 	uint64_t returned;
+	/* The broker's max_message_size, once it refused a result over it
+	 * (0 = not known); kept across reconnects. */
+	size_t max_message;
 };
 
 static void broker_lost(struct broker *b, const char *fmt, ...)
@@ -533,6 +537,11 @@ broker_method(struct broker *b, amqp_channel_t ch, amqp_method_t *m)
 		amqp_channel_close_t *c = m->decoded;
 		amqp_channel_close_ok_t ok = { 0 };
 		(void)amqp_send_method(b->conn, ch, AMQP_CHANNEL_CLOSE_OK_METHOD, &ok);
+		if (ch == CONNECTOR_CH_PUBLISH && c->reply_code == AMQP_PRECONDITION_FAILED) {
+			size_t n = result_broker_limit(c->reply_text.bytes, c->reply_text.len);
+			if (n > 0)
+				b->max_message = n;
+		}
 		broker_lost(b, "the broker closed channel %u: %u %.*s", ch, c->reply_code,
 		    (int)c->reply_text.len, (char *)c->reply_text.bytes);
 		return;
@@ -965,6 +974,12 @@ uint64_t
 broker_returned(const struct broker *b)
 {
 	return b->returned;
+}
+
+size_t
+broker_max_message_size(const struct broker *b)
+{
+	return b->max_message;
 }
 
 size_t

@@ -131,6 +131,11 @@ void broker_reject(struct broker *b, uint64_t gen, uint64_t tag, bool requeue);
  * graceful stop; deliveries already on the wire still come. */
 void broker_cancel_consumer(struct broker *b);
 
+/* The broker's largest message body as it told us by refusing a larger
+ * result (RabbitMQ closes the publishing channel with its max_message_size
+ * in the reply text), or 0 while it has not. */
+size_t broker_max_message_size(const struct broker *b);
+
 /* Counters for status lines. */
 uint64_t broker_returned(const struct broker *b);
 size_t broker_unconfirmed(const struct broker *b);

@@ -206,13 +206,36 @@ dispatch_flush(struct dispatch *d)
 	}
 }
 
+/* The largest result body the broker takes: broker.max_message_size, or
+ * less once the broker refused a result and named its real limit. */
+static size_t
+dispatch_max_message(const struct dispatch *d)
+{
+	size_t limit = d->conf->max_message_size;
+	size_t learned = d->broker != NULL ? broker_max_message_size(d->broker) : 0;
+	return learned > 0 && learned < limit ? learned : limit;
+}
+
 /* Turns the handler's output into what gets published and sends it. */
 static void
 task_answer(struct task *t)
 {
 	struct dispatch *d = t->d;
 	struct handler_output *out = &t->call.out;
+	size_t limit = dispatch_max_message(d);
 
+	/* RabbitMQ closes the channel over a message above its limit: the task
+	 * would come back and fail the same way for ever.  An error fits. */
+	if (out->status == RESULT_OK && out->body.len > limit && t->env.reply_to != NULL) {
+		size_t n = out->body.len;
+		handler_fail(out, RESULT_ERROR, "result_too_large",
+		    "the result is %zu bytes; the broker takes at most %zu (%s)", n, limit,
+		    limit < d->conf->max_message_size ? "it refused a larger result" :
+		    "broker.max_message_size");
+		log_warn("task %s (%s): its result of %zu bytes is larger than the broker "
+		    "takes (%zu): answered result_too_large", t->env.task_id,
+		    t->env.task ? t->env.task : "no name", n, limit);
+	}
 	if (out->status != RESULT_OK) {
 		/* out.body holds the human message; the wire wants JSON. */
 		struct buf json = { 0 };
@@ -228,6 +251,10 @@ task_answer(struct task *t)
 		if (out->status == RESULT_REJECTED)
 			log_warn("task %s (%s) rejected: %s", t->env.task_id,
 			    t->env.task ? t->env.task : "no name", code);
+		/* Only a broker limit set absurdly low gets here: the status
+		 * header still tells what happened. */
+		if (out->body.len > limit)
+			buf_reset(&out->body);
 	}
 	if (t->env.reply_to == NULL) {
 		task_settle(t);

@@ -51,3 +51,74 @@ class ExecOutputCap(TaskdTestCase):
         for kind in ("io", "cpu"):
             self.assertEqual(got[kind].status, "ok", got[kind])
             self.assertEqual(got[kind].body, b"\0" * MAX)
+
+
+BROKER_DEFAULT_MAX = 134217728   # RabbitMQ's own default max_message_size
+BROKER_LOW_MAX = 65536
+
+
+def set_broker_max_message_size(n):
+    """RabbitMQ reads max_message_size when a channel opens: set it before
+    the daemon connects."""
+    out = broker_ctl("eval", "application:set_env(rabbit, max_message_size, %d)." % n)
+    if out.strip() != "ok":
+        raise AssertionError("rabbitmqctl eval set_env answered %r" % out)
+
+
+class ResultTooLarge(TaskdTestCase):
+    """A result larger than the broker takes must be answered with an error
+    that fits, not published: RabbitMQ closes the channel over it, and the
+    task would come back and fail the same way for ever."""
+
+    def setUp(self):
+        super().setUp()
+        set_broker_max_message_size(BROKER_LOW_MAX)
+        self.addCleanup(set_broker_max_message_size, BROKER_DEFAULT_MAX)
+        self.tasks = [
+            {"name": "echo", "handler": "echo"},
+            # Expands: a small task asks for a result over the broker's limit.
+            {"name": "big", "kind": "io", "exec": ["/usr/bin/head", "-c",
+                                                   str(4 * BROKER_LOW_MAX), "/dev/zero"]},
+            {"name": "fits", "kind": "io", "exec": ["/usr/bin/head", "-c",
+                                                    str(BROKER_LOW_MAX), "/dev/zero"]},
+        ]
+
+    def check_no_loop(self, d, conf_says):
+        ids = [new_id("big") for _ in range(20)]
+        for i in ids:
+            self.publish(b"", task="big", correlation_id=i)
+        self.publish(b"", task="fits", correlation_id="fits")
+        self.publish(b"hello", task="echo", correlation_id="echo")
+        got = self.collect_ids(ids + ["fits", "echo"], timeout=60)
+        got += self.more_results(3)
+        by = {}
+        for r in got:
+            by.setdefault(r.correlation_id, []).append(r)
+        for i in ids:
+            self.assertEqual(len(by[i]), 1, "answered %d times: %r" % (len(by[i]), by[i][:3]))
+            r = by[i][0]
+            self.assertEqual(r.status, "error", r)
+            doc = r.error()
+            self.assertEqual(doc["error"], "result_too_large", doc)
+            self.assertIn("%d bytes" % (4 * BROKER_LOW_MAX), doc["message"])
+            self.assertIn(conf_says, doc["message"])
+        self.assertEqual(by["fits"][0].status, "ok", by["fits"][0])
+        self.assertEqual(len(by["fits"][0].body), BROKER_LOW_MAX)
+        self.assertEqual(by["echo"][0].body, b"hello")
+        self.wait_for("every task settled (queue %s empty, nothing unacked)" % self.queue,
+                      lambda: (self.queue_stats(self.queue) or (1, 1, 0))[:2] == (0, 0), 15)
+        self.assert_alive(d)
+
+    def test_configured_limit(self):
+        d = self.taskd({"broker.max_message_size": BROKER_LOW_MAX}, tasks=self.tasks)
+        self.check_no_loop(d, "at most %d" % BROKER_LOW_MAX)
+        # Checked before publishing: the broker never had to close anything.
+        self.assertEqual(d.log_lines(r"connection lost"), [], d.log_tail())
+
+    def test_limit_learned_from_the_broker(self):
+        # taskd believes RabbitMQ's default; the broker's refusal teaches it
+        # the real limit, once.
+        d = self.taskd(tasks=self.tasks)
+        self.check_no_loop(d, "at most %d" % BROKER_LOW_MAX)
+        lost = d.log_lines(r"connection lost")
+        self.assertLessEqual(len(lost), 1, "one refusal is enough to learn: %r" % lost)
