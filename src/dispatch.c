@@ -1,6 +1,7 @@
 #include "dispatch.h"
 
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
@@ -18,6 +19,16 @@ enum task_state {
 	TASK_RETRY,     /* waiting out the backoff before another attempt */
 	TASK_PUBLISH,   /* result ready, waiting for the broker to take it */
 	TASK_CONFIRM,   /* result published, waiting for the broker's confirm */
+	TASK_HELD,      /* delivered before: waits until no original of a
+	                 * counted copy is unsettled here (task_hold) */
+};
+
+/* A redelivered task of a classic queue on its way back to the queue's
+ * tail, as a copy that carries its delivery count (envelope.h). */
+struct recount {
+	amqp_pool_t pool;
+	amqp_basic_properties_t props;
+	char *queue;
 };
 
 struct task {
@@ -28,6 +39,7 @@ struct task {
 	struct envelope env;
 	const struct handler *handler;
 	struct handler_args *args;    /* our reference: survives a reload */
+	struct recount *recount;      /* NULL unless the task goes back as a copy */
 	double timeout;
 	int retries;
 	int attempt;
@@ -54,6 +66,9 @@ struct dispatch {
 	struct task all;              /* list head */
 	struct fifo waiting;
 	struct fifo publish;
+	struct fifo held;             /* TASK_HELD, in delivery order */
+	size_t recounts;              /* tasks with a recount, until freed */
+	ev_timer release;             /* starts the held tasks */
 	bool admitting;
 	bool draining;
 	void (*idle)(void *ctx);
@@ -128,6 +143,15 @@ task_free(struct task *t)
 	t->next->prev = t->prev;
 	d->st.in_flight--;
 	envelope_free(&t->env);
+	if (t->recount != NULL) {
+		empty_amqp_pool(&t->recount->pool);
+		free(t->recount->queue);
+		free(t->recount);
+		/* Its ack, if any, goes out before the loop waits; the release
+		 * timer fires after that. */
+		if (--d->recounts == 0 && d->held.head != NULL)
+			ev_timer_start(d->loop, &d->release);
+	}
 	broker_delivery_free(t->dlv);
 	buf_free(&t->call.out.body);
 	handler_args_unref(t->args);
@@ -146,7 +170,11 @@ task_settle(struct task *t)
 	struct dispatch *d = t->d;
 	enum result_status s = t->call.out.status;
 
-	if (s == RESULT_REJECTED) {
+	if (t->recount != NULL) {
+		/* Its copy is in the queue: the original is done with. */
+		broker_ack(d->broker, t->dlv->gen, t->dlv->tag);
+		d->st.requeued++;
+	} else if (s == RESULT_REJECTED) {
 		broker_reject(d->broker, t->dlv->gen, t->dlv->tag, false);
 		d->st.rejected++;
 	} else {
@@ -178,6 +206,15 @@ dispatch_flush(struct dispatch *d)
 			/* Its channel is gone; the broker redelivers it. */
 			fifo_pop(&d->publish);
 			task_free(t);
+			continue;
+		}
+		if (t->recount != NULL) {
+			int rc = broker_publish(d->broker, t->recount->queue,
+			    &t->recount->props, t->dlv->body, t->dlv->len, t);
+			if (rc != 0)
+				return;
+			fifo_pop(&d->publish);
+			t->state = TASK_CONFIRM;
 			continue;
 		}
 		struct result_info info = {
@@ -275,6 +312,31 @@ task_reject(struct task *t, const char *code, const char *message)
 }
 
 static void dispatch_admit(struct dispatch *d);
+
+/* Sends a redelivered task of a classic queue back to its queue's tail as
+ * a copy that says how often it was delivered, instead of running it: the
+ * broker's `redelivered` flag cannot count past one, and a task that
+ * kills taskd must still meet limits.max_deliveries.  The original is
+ * acked once the copy is confirmed (task_settle).  Returns 0, or -1 when
+ * memory ran out (nothing is sent; the caller requeues). */
+static int
+task_send_back(struct task *t, const amqp_basic_properties_t *props, long deliveries)
+{
+	struct recount *r = calloc(1, sizeof(*r));
+	if (r == NULL)
+		return -1;
+	init_amqp_pool(&r->pool, 1024);
+	r->queue = strdup(t->d->conf->queue_name);
+	t->recount = r;    /* task_free frees it from here on */
+	t->d->recounts++;
+	if (r->queue == NULL || envelope_recount(props, deliveries, &r->pool, &r->props) < 0)
+		return -1;
+	t->state = TASK_PUBLISH;
+	fifo_push(&t->d->publish, t);
+	if (t->d->publish.head == t)
+		dispatch_flush(t->d);
+	return 0;
+}
 
 /* A running task leaves its slot: I/O admission or the CPU pool. */
 static void
@@ -390,6 +452,51 @@ dispatch_admit(struct dispatch *d)
 	d->admitting = false;
 }
 
+/* Into the I/O admission queue, or straight to the CPU pool. */
+static void
+task_start(struct task *t)
+{
+	if (t->handler->kind == HANDLER_IO) {
+		t->state = TASK_WAITING;
+		fifo_push(&t->d->waiting, t);
+		dispatch_admit(t->d);
+	} else {
+		task_run(t);
+	}
+}
+
+/*
+ * A task delivered before may be the one that killed taskd.  It is the
+ * counted copy of one whose original this process acks only once the copy
+ * is confirmed, and the broker may hand the copy out before that confirm:
+ * were the copy to crash taskd before the original's ack is on the wire,
+ * the original would come back uncounted, for ever.  So such a task waits
+ * until no recount is unsettled here, then one more loop iteration, in
+ * which the pending acks are sent.
+ */
+static void
+task_hold(struct task *t)
+{
+	struct dispatch *d = t->d;
+	t->state = TASK_HELD;
+	fifo_push(&d->held, t);
+	if (d->recounts == 0)
+		ev_timer_start(d->loop, &d->release);
+}
+
+static void
+dispatch_release_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+	(void)loop;
+	(void)revents;
+	struct dispatch *d = w->data;
+	struct task *t;
+	if (d->recounts > 0)
+		return;    /* the last one's task_free starts us again */
+	while ((t = fifo_pop(&d->held)) != NULL)
+		task_start(t);
+}
+
 static void
 task_retry_cb(struct ev_loop *loop, ev_timer *w, int revents)
 {
@@ -476,6 +583,18 @@ dispatch_on_delivery(void *ctx, struct broker_delivery *dlv)
 		task_reject(t, "payload_too_large", "the payload could not be buffered");
 		return;
 	}
+	long before = envelope_deliveries(&t->env, dlv->redelivered);
+	int max = d->conf->max_deliveries;
+	if (max > 0 && before >= max) {
+		/* It ran (or was handed out) max times and never got settled:
+		 * most likely it takes taskd down with it.  Rejected without
+		 * requeue, so a dead-letter policy keeps it for a human. */
+		char m[160];
+		snprintf(m, sizeof(m), "delivered %ld times, more than limits.max_deliveries "
+		    "(%d): it never finished (does it crash taskd?)", before + 1, max);
+		task_reject(t, "delivery_limit", m);
+		return;
+	}
 	const struct registry_entry *e = registry_find(d->reg, t->env.task);
 	if (e == NULL) {
 		struct buf m = { 0 };
@@ -486,6 +605,21 @@ dispatch_on_delivery(void *ctx, struct broker_delivery *dlv)
 		buf_free(&m);
 		return;
 	}
+	/* A classic queue does not count deliveries (a quorum queue sets
+	 * x-delivery-count): this redelivery goes back as a counted copy.
+	 * A body the broker would refuse cannot: it runs, uncounted. */
+	if (max > 0 && dlv->redelivered && !(d->conf->queue_type == CONF_QUEUE_QUORUM &&
+	    t->env.broker_count >= 0)) {
+		if (dlv->len <= dispatch_max_message(d)) {
+			if (task_send_back(t, dlv->props, before) < 0) {
+				log_error("out of memory: task sent back to the queue");
+				task_requeue(t);
+			}
+			return;
+		}
+		log_warn("task %s (%s) redelivered but too large to count its deliveries",
+		    t->env.task_id, t->env.task);
+	}
 	t->handler = e->handler;
 	t->args = handler_args_ref(e->args);
 	t->retries = e->retries;
@@ -494,13 +628,11 @@ dispatch_on_delivery(void *ctx, struct broker_delivery *dlv)
 	if (t->env.timeout > 0 && t->env.timeout < t->timeout)
 		t->timeout = t->env.timeout;
 
-	if (t->handler->kind == HANDLER_IO) {
-		t->state = TASK_WAITING;
-		fifo_push(&d->waiting, t);
-		dispatch_admit(d);
-	} else {
-		task_run(t);
+	if (before > 0) {
+		task_hold(t);
+		return;
 	}
+	task_start(t);
 }
 
 static void
@@ -564,6 +696,9 @@ task_drop(struct task *t)
 	case TASK_PUBLISH:
 		fifo_remove(&d->publish, t);
 		break;
+	case TASK_HELD:
+		fifo_remove(&d->held, t);
+		break;
 	case TASK_RETRY:
 	case TASK_CONFIRM:
 		break;
@@ -624,6 +759,8 @@ dispatch_new(struct ev_loop *loop, const struct conf *conf,
 	d->conf = conf;
 	d->reg = reg;
 	d->all.next = d->all.prev = &d->all;
+	ev_timer_init(&d->release, dispatch_release_cb, 0.0, 0.0);
+	d->release.data = d;
 	if (getrandom(d->rng, sizeof(d->rng), 0) != sizeof(d->rng)) {
 		struct timespec ts;
 		clock_gettime(CLOCK_REALTIME, &ts);
@@ -665,6 +802,8 @@ dispatch_drain(struct dispatch *d, void (*idle)(void *ctx), void *ctx)
 	/* Not started yet: another node can run them now. */
 	struct task *t;
 	while ((t = fifo_pop(&d->waiting)) != NULL)
+		task_requeue(t);
+	while ((t = fifo_pop(&d->held)) != NULL)
 		task_requeue(t);
 	t = d->all.next;
 	while (t != &d->all) {
@@ -721,6 +860,7 @@ dispatch_free(struct dispatch *d)
 		task_free(t);
 		t = next;
 	}
+	ev_timer_stop(d->loop, &d->release);
 	free(d->worker);
 	free(d);
 }

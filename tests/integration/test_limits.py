@@ -7,6 +7,9 @@ import time
 
 from taskdtest import TaskdTestCase, broker_ctl, new_id
 
+BUILDDIR = os.environ.get("TOP_BUILDDIR") or os.path.dirname(os.environ.get("TASKD", "."))
+MISBEHAVE = os.path.join(BUILDDIR, "tests", "plugins", "misbehave.so")
+
 MAX = 1000
 
 
@@ -122,3 +125,108 @@ class ResultTooLarge(TaskdTestCase):
         self.check_no_loop(d, "at most %d" % BROKER_LOW_MAX)
         lost = d.log_lines(r"connection lost")
         self.assertLessEqual(len(lost), 1, "one refusal is enough to learn: %r" % lost)
+
+
+class PoisonLoop(TaskdTestCase):
+    """A task that kills taskd itself (an io plugin handler that segfaults
+    the daemon) comes back after every crash.  Restarted each time, as
+    systemd's Restart= does, taskd must answer it "rejected" /
+    delivery_limit after limits.max_deliveries deliveries and reject it
+    without requeue (it lands in the dead-letter queue), then keep running
+    everything else."""
+
+    MAX = 3
+    OTHERS = 3000
+
+    def poison_loop(self, queue_type):
+        dlq = self.use_queue(self.prefix + ".dead")
+        self.client.declare(dlq, durable=True)
+        args = {"x-dead-letter-exchange": "", "x-dead-letter-routing-key": dlq}
+        if queue_type == "quorum":
+            args["x-queue-type"] = "quorum"
+        self.client.declare(self.queue, durable=True, arguments=args)
+        d = self.taskd({"queue.type": queue_type, "limits.max_deliveries": self.MAX},
+                       start=False, tasks=[{"name": "segv", "handler": "segv"},
+                                           {"name": "echo", "handler": "echo"},
+                                           {"name": "sleep", "handler": "sleep"}])
+        d.conf["plugins"] = [MISBEHAVE]
+        d.write_config()
+
+        # The poison amid thousands of others: they are in flight (prefetch)
+        # whenever it strikes.
+        others = ["o-%d" % i for i in range(self.OTHERS)]
+        for i, cid in enumerate(others):
+            if i == self.OTHERS // 2:
+                self.publish(b"", task="segv", correlation_id="poison",
+                             message_id="poison", persistent=True)
+            if i % 2:
+                self.publish(b"200", task="sleep", correlation_id=cid, persistent=True)
+            else:
+                self.publish(cid.encode(), task="echo", correlation_id=cid, persistent=True)
+        # Started on the full queue: all of it arrives at once.
+        d.start(wait=False)
+
+        # Restart it whenever it dies, until the poison is answered.
+        crashes = 0
+        got = []
+        deadline = time.monotonic() + 240
+        while not any(r.correlation_id == "poison" for r in got):
+            if time.monotonic() > deadline:
+                self.fail("no answer to the poison task within 240 s; %d crashes%s"
+                          % (crashes, self.daemon_logs()))
+            if not d.alive():
+                crashes += 1
+                self.assertLessEqual(crashes, self.MAX, "taskd crashed more often than "
+                                     "limits.max_deliveries: the poison loops%s"
+                                     % self.daemon_logs())
+                d.start(wait=False)
+            got += self.client.consume_until(self.reply_queue, lambda r: False, 0.3)
+
+        self.assertEqual(crashes, self.MAX, "one crash per allowed delivery")
+        (p,) = [r for r in got if r.correlation_id == "poison"]
+        doc = self.assert_rejected(p, "delivery_limit")
+        self.assertIn("delivered %d times" % (self.MAX + 1), doc["message"])
+        # Rejected without requeue: dead-lettered, not back in the queue.
+        self.wait_for("the poison task in the dead-letter queue",
+                      lambda: (self.client.counts(dlq) or (0, 0))[0] >= 1, 15)
+        dead = []
+        while True:
+            r = self.client.get(dlq)
+            if r is None:
+                break
+            dead.append(r)
+        self.assertIn("poison", [r.correlation_id for r in dead])
+
+        # Everything else is answered (at least once: at-least-once).
+        got = self.collect_ids(others, timeout=120, got=got)
+        self.assert_alive(d)
+        by = {}
+        for r in got:
+            by.setdefault(r.correlation_id, []).append(r)
+        collateral = [c for c in others if all(r.status == "rejected" for r in by[c])]
+        for c in others:
+            for r in by[c]:
+                if r.status != "ok":
+                    self.assert_rejected(r, "delivery_limit")
+        print("\n%s: %d crashes, %d of %d other tasks caught in every crash "
+              "(delivery_limit), %d dead-lettered"
+              % (queue_type, crashes, len(collateral), len(others), len(dead)))
+
+        # And the daemon keeps running new work at scale.
+        after = ["a-%d" % i for i in range(2000)]
+        for cid in after:
+            self.publish(cid.encode(), task="echo", correlation_id=cid)
+        res = self.collect_ids(after, timeout=120)
+        for r in res:
+            if r.correlation_id in after:
+                self.assertEqual(r.status, "ok", r)
+        self.assert_alive(d)
+        self.wait_for("queue %s drained" % self.queue,
+                      lambda: (self.queue_stats(self.queue) or (1, 1, 0))[:2] == (0, 0), 30)
+        return collateral
+
+    def test_quorum_queue(self):
+        self.poison_loop("quorum")
+
+    def test_classic_queue(self):
+        self.poison_loop("classic")

@@ -7,6 +7,9 @@
  *   grow   (cpu) allocates and touches payload-many MiB and keeps them
  *                (cpu.max_memory recycling)
  *   big    (cpu) answers payload-many MiB (the result size limit)
+ *   segv   (io)  crashes the daemon itself with SIGSEGV: an io handler
+ *                runs inside taskd, so this is a task that kills taskd
+ *                (limits.max_deliveries)
  *
  * Built twice: as misbehave.so, and with -DWRONG_ABI as wrongabi.so, which
  * claims another ABI version and must be refused.
@@ -74,11 +77,24 @@ big(const struct taskd_input *in, struct taskd_output *out)
 			return;
 }
 
+/* Not static, and written through a volatile pointer: the compiler must
+ * not prove the store undefined and drop it. */
+int *volatile misbehave_nowhere;
+
+static void
+segv(const struct taskd_input *in, struct taskd_output *out)
+{
+	(void)in;
+	(void)out;
+	*misbehave_nowhere = 1;
+}
+
 static const struct taskd_handler handlers[] = {
 	{ "spin", TASKD_KIND_CPU, spin },
 	{ "pid", TASKD_KIND_CPU, pid },
 	{ "grow", TASKD_KIND_CPU, grow },
 	{ "big", TASKD_KIND_CPU, big },
+	{ "segv", TASKD_KIND_IO, segv },
 	{ NULL, 0, NULL },
 };
 
