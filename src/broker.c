@@ -64,6 +64,9 @@ struct broker {
 	bool reply_durable;
 	bool blocked;                   /* connection.blocked by the broker */
 	char *consumer_tag;
+	bool consuming;                 /* consumer_tag is registered */
+	unsigned cancels;               /* basic.cancel sent, cancel-ok due */
+	unsigned consumes;              /* consumers started by broker_consume */
 	struct connector *connector;    /* only while CONNECTING */
 	struct backoff backoff;
 	bool attempted;                 /* a first attempt has ended */
@@ -377,6 +380,8 @@ broker_lost(struct broker *b, const char *fmt, ...)
 	b->blocked = false;
 	free(b->consumer_tag);
 	b->consumer_tag = NULL;
+	b->consuming = false;
+	b->cancels = 0;
 	/* Pending acks die with their channel: the broker redelivers those
 	 * tasks, and their tags mean nothing on the next connection. */
 	broker_tags_clear(b);
@@ -554,6 +559,12 @@ broker_method(struct broker *b, amqp_channel_t ch, amqp_method_t *m)
 		    (int)c->reply_text.len, (char *)c->reply_text.bytes);
 		return;
 	}
+	case AMQP_BASIC_CANCEL_OK_METHOD:
+		/* Deliveries of a cancelled consumer come before its cancel-ok. */
+		if (b->cancels > 0 && --b->cancels == 0 && !b->consuming &&
+		    b->ops.cancelled != NULL)
+			b->ops.cancelled(b->ctx);
+		break;
 	case AMQP_BASIC_CANCEL_METHOD:
 		/* Sent because we advertised consumer_cancel_notify: the queue
 		 * was deleted or its leader moved.  Reconnecting redeclares it. */
@@ -746,6 +757,8 @@ broker_connected(void *ctx, struct connector_result *res)
 	b->reply_durable = res->reply_durable;
 	b->consumer_tag = res->consumer_tag;
 	res->consumer_tag = NULL;
+	b->consuming = true;
+	b->cancels = 0;
 	if (res->warning != NULL)
 		log_warn("%s", res->warning);
 	if (res->declared)
@@ -1069,21 +1082,79 @@ broker_reject(struct broker *b, uint64_t gen, uint64_t tag, bool requeue)
 	broker_after_call(b);
 }
 
-void
+int
 broker_cancel_consumer(struct broker *b)
 {
-	if (b->state != BROKER_UP || b->consumer_tag == NULL)
-		return;
+	if (b->state != BROKER_UP)
+		return 0;
+	if (!b->consuming || b->consumer_tag == NULL)
+		return b->cancels > 0 ? 1 : 0;
+	/* Not nowait: the cancel-ok is the point after which no delivery of
+	 * this consumer can come (broker_method). */
 	amqp_basic_cancel_t m = {
 		.consumer_tag = amqp_cstring_bytes(b->consumer_tag),
-		.nowait = 1,
+		.nowait = 0,
 	};
+	broker_charge(b, BROKER_COST_ACK);
 	int rc = amqp_send_method(b->conn, CONNECTOR_CH_CONSUME, AMQP_BASIC_CANCEL_METHOD, &m);
 	if (rc != AMQP_STATUS_OK) {
 		broker_lost(b, "cancelling the consumer: %s", amqp_error_string2(rc));
-		return;
+		return -1;
 	}
+	b->consuming = false;
+	b->cancels++;
 	broker_after_call(b);
+	return 1;
+}
+
+int
+broker_consume(struct broker *b, int prefetch)
+{
+	if (b->state != BROKER_UP || b->consuming)
+		return 0;
+	/* RabbitMQ applies a per-consumer basic.qos to the consumers started
+	 * after it.  The tag is ours, so nowait needs no consume-ok. */
+	char tag[64];
+	snprintf(tag, sizeof(tag), "taskd-%llu-%u", (unsigned long long)b->gen, ++b->consumes);
+	char *copy = strdup(tag);
+	if (copy == NULL) {
+		broker_lost(b, "out of memory");
+		return -1;
+	}
+	amqp_basic_qos_t q = {
+		.prefetch_size = 0,
+		.prefetch_count = (uint16_t)(prefetch < 1 ? 1 : prefetch > 65535 ? 65535 : prefetch),
+		.global = 0,
+	};
+	amqp_basic_consume_t c = {
+		.queue = amqp_cstring_bytes(b->params.queue),
+		.consumer_tag = amqp_cstring_bytes(copy),
+		.no_local = 0,
+		.no_ack = 0,
+		.exclusive = 0,
+		.nowait = 1,
+		.arguments = amqp_empty_table,
+	};
+	broker_charge(b, 2 * BROKER_COST_ACK);
+	int rc = amqp_send_method(b->conn, CONNECTOR_CH_CONSUME, AMQP_BASIC_QOS_METHOD, &q);
+	if (rc == AMQP_STATUS_OK)
+		rc = amqp_send_method(b->conn, CONNECTOR_CH_CONSUME, AMQP_BASIC_CONSUME_METHOD, &c);
+	if (rc != AMQP_STATUS_OK) {
+		free(copy);
+		broker_lost(b, "consuming again: %s", amqp_error_string2(rc));
+		return -1;
+	}
+	free(b->consumer_tag);
+	b->consumer_tag = copy;
+	b->consuming = true;
+	broker_after_call(b);
+	return 0;
+}
+
+int
+broker_prefetch(const struct broker *b)
+{
+	return b->params.prefetch;
 }
 
 void
@@ -1113,6 +1184,8 @@ broker_stop(struct broker *b)
 	b->cur = NULL;
 	free(b->consumer_tag);
 	b->consumer_tag = NULL;
+	b->consuming = false;
+	b->cancels = 0;
 	b->state = BROKER_IDLE;
 	while (b->count > 0) {
 		void *token = b->ring[b->head].token;

@@ -342,8 +342,14 @@ envelope_result_persistent(const struct envelope *env, bool reply_durable)
 long
 envelope_deliveries(const struct envelope *env, bool redelivered)
 {
-	long own = env->taskd_count + (redelivered ? 1 : 0);
-	return env->broker_count > own ? env->broker_count : own;
+	/* x-taskd-deliveries is what earlier copies went through; the
+	 * broker's count (or the redelivered flag) what this copy did since
+	 * it was published.  A copy goes out without x-delivery-count, so on a
+	 * quorum queue the two add up. */
+	long since = redelivered ? 1 : 0;
+	if (env->broker_count > since)
+		since = env->broker_count;
+	return env->taskd_count + since;
 }
 
 static int

@@ -88,8 +88,9 @@ bool envelope_result_persistent(const struct envelope *env, bool reply_durable);
  */
 #define ENVELOPE_TASKD_COUNT "x-taskd-deliveries"
 
-/* Earlier deliveries of this task: the larger of the broker's count and
- * taskd's own (plus the one `redelivered` proves).  Never negative. */
+/* Earlier deliveries of this task: taskd's own count (of the copies before
+ * this one) plus this copy's, which is the broker's count, or the one
+ * `redelivered` proves.  Never negative. */
 long envelope_deliveries(const struct envelope *env, bool redelivered);
 
 /* Fills *out with a deep copy (in pool, which the caller owns, inits and

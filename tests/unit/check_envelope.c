@@ -850,8 +850,9 @@ END_TEST
 /* envelope_free leaves a zeroed envelope, so a second call is harmless and
  * the struct can be parsed into again. */
 /* Delivery counts: x-delivery-count (the broker's) and x-taskd-deliveries
- * (ours), read from any integer kind; anything else counts as absent, and
- * the larger count wins. */
+ * (ours), read from any integer kind; anything else counts as absent.  Ours
+ * counts the deliveries of earlier copies, the broker's (or redelivered)
+ * those of this one: they add up. */
 static const struct count_row {
 	amqp_field_value_t broker;   /* VOID kind = header absent */
 	amqp_field_value_t own;
@@ -864,7 +865,10 @@ static const struct count_row {
 	{ { .kind = AMQP_FIELD_KIND_I32, .value.i32 = 0 }, { .kind = AMQP_FIELD_KIND_VOID }, false, 0 },
 	{ { .kind = AMQP_FIELD_KIND_VOID }, { .kind = AMQP_FIELD_KIND_I64, .value.i64 = 4 }, false, 4 },
 	{ { .kind = AMQP_FIELD_KIND_VOID }, { .kind = AMQP_FIELD_KIND_I64, .value.i64 = 4 }, true, 5 },
-	{ { .kind = AMQP_FIELD_KIND_U8, .value.u8 = 9 }, { .kind = AMQP_FIELD_KIND_I16, .value.i16 = 2 }, true, 9 },
+	{ { .kind = AMQP_FIELD_KIND_U8, .value.u8 = 9 }, { .kind = AMQP_FIELD_KIND_I16, .value.i16 = 2 }, true, 11 },
+	/* a quorum queue's copy handed back with 2: the broker starts at 0 */
+	{ { .kind = AMQP_FIELD_KIND_I64, .value.i64 = 0 }, { .kind = AMQP_FIELD_KIND_I64, .value.i64 = 2 }, false, 2 },
+	{ { .kind = AMQP_FIELD_KIND_I64, .value.i64 = 2 }, { .kind = AMQP_FIELD_KIND_I64, .value.i64 = 2 }, true, 4 },
 	{ { .kind = AMQP_FIELD_KIND_I32, .value.i32 = 1 }, { .kind = AMQP_FIELD_KIND_I32, .value.i32 = 6 }, true, 7 },
 	/* a client cannot lower a count, nor overflow one */
 	{ { .kind = AMQP_FIELD_KIND_I64, .value.i64 = -100 }, { .kind = AMQP_FIELD_KIND_I64, .value.i64 = -100 }, true, 1 },
