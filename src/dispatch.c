@@ -723,9 +723,9 @@ dispatch_on_delivery(void *ctx, struct broker_delivery *dlv)
 		    suspect_window(&d->caution) == 1) {
 			/* The window of one makes it run alone. */
 			t->alone = true;
-			log_warn("task %s (%s), delivered %ld times before (its last allowed "
+			log_warn("task %s (%s), delivered %ld time%s before (its last allowed "
 			    "delivery), may be what crashed taskd: running it alone",
-			    t->env.task_id, t->env.task, before);
+			    t->env.task_id, t->env.task, before, before == 1 ? "" : "s");
 		}
 	}
 	if (before > 0) {
@@ -782,9 +782,9 @@ dispatch_isolate(struct dispatch *d, struct task *t, const amqp_basic_properties
 		return;   /* the connection died: `down` ended all this */
 	d->cancel_seen = rc == 0;
 	d->bound_over = false;
-	log_warn("task %s (%s), delivered %ld times before%s, may be what crashed taskd: "
+	log_warn("task %s (%s), delivered %ld time%s before%s, may be what crashed taskd: "
 	    "running it alone once the %zu others in flight are done (taking no new tasks)",
-	    t->env.task_id, t->env.task, t->before,
+	    t->env.task_id, t->env.task, t->before, t->before == 1 ? "" : "s",
 	    suspect_last(&d->caution, t->before) ? " (its last allowed delivery)" : "",
 	    d->st.in_flight - 1);
 	ev_timer_set(&d->iso_bound, d->conf->shutdown_grace, 0.0);
@@ -893,8 +893,9 @@ dispatch_iso_abort(struct dispatch *d)
 static void
 dispatch_widen(struct dispatch *d)
 {
-	log_info("no task delivered more than %ld times before among the last ones: "
-	    "taking up to %d at a time", d->caution.level, suspect_window(&d->caution));
+	log_info("no task delivered more than %ld time%s before among the last ones: "
+	    "taking up to %d at a time", d->caution.level, d->caution.level == 1 ? "" : "s",
+	    suspect_window(&d->caution));
 	if (broker_cancel_consumer(d->broker) >= 0)
 		(void)broker_consume(d->broker, suspect_window(&d->caution));
 }
