@@ -9,6 +9,7 @@
 
 #include "backoff.h"
 #include "log.h"
+#include "result.h"
 
 /* Frames handled per callback before yielding to other watchers; the idle
  * watcher resumes where it stopped. */
@@ -68,6 +69,9 @@ struct broker {
 	bool reply_durable;
 	bool blocked;                   /* connection.blocked by the broker */
 	char *consumer_tag;
+	bool consuming;                 /* consumer_tag is registered */
+	unsigned cancels;               /* basic.cancel sent, cancel-ok due */
+	unsigned consumes;              /* consumers started by broker_consume */
 	struct connector *connector;    /* only while CONNECTING */
 	struct backoff backoff;
 	bool attempted;                 /* a first attempt has ended */
@@ -115,6 +119,9 @@ struct broker {
 	uint64_t skip;                  /* body bytes of a basic.return to skip */
 	bool skip_header;               /* a basic.return's header is due */
 	uint64_t returned;
+	/* The broker's max_message_size, once it refused a result over it
+	 * (0 = not known); kept across reconnects. */
+	size_t max_message;
 };
 
 static void broker_lost(struct broker *b, const char *fmt, ...)
@@ -437,6 +444,8 @@ broker_lost(struct broker *b, const char *fmt, ...)
 	b->blocked = false;
 	free(b->consumer_tag);
 	b->consumer_tag = NULL;
+	b->consuming = false;
+	b->cancels = 0;
 	/* Pending acks die with their channel: the broker redelivers those
 	 * tasks, and their tags mean nothing on the next connection. */
 	broker_tags_clear(b);
@@ -624,6 +633,11 @@ broker_method(struct broker *b, amqp_channel_t ch, amqp_method_t *m)
 		amqp_channel_close_t *c = m->decoded;
 		amqp_channel_close_ok_t ok = { 0 };
 		(void)amqp_send_method(b->conn, ch, AMQP_CHANNEL_CLOSE_OK_METHOD, &ok);
+		if (ch == CONNECTOR_CH_PUBLISH && c->reply_code == AMQP_PRECONDITION_FAILED) {
+			size_t n = result_broker_limit(c->reply_text.bytes, c->reply_text.len);
+			if (n > 0)
+				b->max_message = n;
+		}
 		broker_lost(b, "the broker closed channel %u: %u %.*s", ch, c->reply_code,
 		    (int)c->reply_text.len, (char *)c->reply_text.bytes);
 		return;
@@ -636,6 +650,12 @@ broker_method(struct broker *b, amqp_channel_t ch, amqp_method_t *m)
 		    (int)c->reply_text.len, (char *)c->reply_text.bytes);
 		return;
 	}
+	case AMQP_BASIC_CANCEL_OK_METHOD:
+		/* Deliveries of a cancelled consumer come before its cancel-ok. */
+		if (b->cancels > 0 && --b->cancels == 0 && !b->consuming &&
+		    b->ops.cancelled != NULL)
+			b->ops.cancelled(b->ctx);
+		break;
 	case AMQP_BASIC_CANCEL_METHOD:
 		/* Sent because we advertised consumer_cancel_notify: the queue
 		 * was deleted or its leader moved.  Reconnecting redeclares it. */
@@ -828,6 +848,8 @@ broker_connected(void *ctx, struct connector_result *res)
 	b->reply_durable = res->reply_durable;
 	b->consumer_tag = res->consumer_tag;
 	res->consumer_tag = NULL;
+	b->consuming = true;
+	b->cancels = 0;
 	if (res->warning != NULL)
 		log_warn("%s", res->warning);
 	if (res->declared)
@@ -1062,6 +1084,12 @@ broker_returned(const struct broker *b)
 }
 
 size_t
+broker_max_message_size(const struct broker *b)
+{
+	return b->max_message;
+}
+
+size_t
 broker_unconfirmed(const struct broker *b)
 {
 	return b->count;
@@ -1136,22 +1164,79 @@ broker_reject(struct broker *b, uint64_t gen, uint64_t tag, bool requeue)
 	broker_settle(b, gen, tag, requeue ? TAG_REQUEUE : TAG_DROP);
 }
 
-void
+int
 broker_cancel_consumer(struct broker *b)
 {
-	if (b->state != BROKER_UP || b->consumer_tag == NULL)
-		return;
+	if (b->state != BROKER_UP)
+		return 0;
+	if (!b->consuming || b->consumer_tag == NULL)
+		return b->cancels > 0 ? 1 : 0;
+	/* Not nowait: the cancel-ok is the point after which no delivery of
+	 * this consumer can come (broker_method). */
 	amqp_basic_cancel_t m = {
 		.consumer_tag = amqp_cstring_bytes(b->consumer_tag),
-		.nowait = 1,
+		.nowait = 0,
 	};
 	broker_charge(b, BROKER_COST_ACK);
 	int rc = amqp_send_method(b->conn, CONNECTOR_CH_CONSUME, AMQP_BASIC_CANCEL_METHOD, &m);
 	if (rc != AMQP_STATUS_OK) {
 		broker_lost(b, "cancelling the consumer: %s", amqp_error_string2(rc));
-		return;
+		return -1;
 	}
+	b->consuming = false;
+	b->cancels++;
 	broker_after_call(b);
+	return 1;
+}
+
+int
+broker_consume(struct broker *b, int prefetch)
+{
+	if (b->state != BROKER_UP || b->consuming)
+		return 0;
+	/* RabbitMQ applies a per-consumer basic.qos to the consumers started
+	 * after it.  The tag is ours, so nowait needs no consume-ok. */
+	char tag[64];
+	snprintf(tag, sizeof(tag), "taskd-%llu-%u", (unsigned long long)b->gen, ++b->consumes);
+	char *copy = strdup(tag);
+	if (copy == NULL) {
+		broker_lost(b, "out of memory");
+		return -1;
+	}
+	amqp_basic_qos_t q = {
+		.prefetch_size = 0,
+		.prefetch_count = (uint16_t)(prefetch < 1 ? 1 : prefetch > 65535 ? 65535 : prefetch),
+		.global = 0,
+	};
+	amqp_basic_consume_t c = {
+		.queue = amqp_cstring_bytes(b->params.queue),
+		.consumer_tag = amqp_cstring_bytes(copy),
+		.no_local = 0,
+		.no_ack = 0,
+		.exclusive = 0,
+		.nowait = 1,
+		.arguments = amqp_empty_table,
+	};
+	broker_charge(b, 2 * BROKER_COST_ACK);
+	int rc = amqp_send_method(b->conn, CONNECTOR_CH_CONSUME, AMQP_BASIC_QOS_METHOD, &q);
+	if (rc == AMQP_STATUS_OK)
+		rc = amqp_send_method(b->conn, CONNECTOR_CH_CONSUME, AMQP_BASIC_CONSUME_METHOD, &c);
+	if (rc != AMQP_STATUS_OK) {
+		free(copy);
+		broker_lost(b, "consuming again: %s", amqp_error_string2(rc));
+		return -1;
+	}
+	free(b->consumer_tag);
+	b->consumer_tag = copy;
+	b->consuming = true;
+	broker_after_call(b);
+	return 0;
+}
+
+int
+broker_prefetch(const struct broker *b)
+{
+	return b->params.prefetch;
 }
 
 void
@@ -1182,6 +1267,8 @@ broker_stop(struct broker *b)
 	b->cur = NULL;
 	free(b->consumer_tag);
 	b->consumer_tag = NULL;
+	b->consuming = false;
+	b->cancels = 0;
 	b->state = BROKER_IDLE;
 	while (b->count > 0) {
 		void *token = b->ring[b->head].token;

@@ -96,6 +96,10 @@ struct broker_ops {
 	void (*down)(void *ctx, uint64_t gen);
 	/* Publishing may succeed again. */
 	void (*writable)(void *ctx);
+	/* Every basic.cancel sent by broker_cancel_consumer was answered and
+	 * no consumer was started since: no delivery follows until
+	 * broker_consume.  May be NULL. */
+	void (*cancelled)(void *ctx);
 };
 
 struct broker;
@@ -136,9 +140,28 @@ int broker_publish(struct broker *b, const char *routing_key,
  * or one already settled, is silently dropped. */
 void broker_ack(struct broker *b, uint64_t gen, uint64_t tag);
 void broker_reject(struct broker *b, uint64_t gen, uint64_t tag, bool requeue);
-/* Stops the consumer (basic.cancel, no wait) so no new task arrives, for a
- * graceful stop; deliveries already on the wire still come. */
-void broker_cancel_consumer(struct broker *b);
+/* Stops the consumer (basic.cancel) so no new task arrives, for a graceful
+ * stop or to run a task alone; deliveries already on the wire still come,
+ * and `cancelled` reports when none can follow.  Returns 1 when that
+ * report is to come, 0 when there is no consumer to stop and no report
+ * due (the connection is not up, or the report was made), -1 when the
+ * connection just died. */
+int broker_cancel_consumer(struct broker *b);
+/* Starts a consumer again on the same channel (after
+ * broker_cancel_consumer), taking at most prefetch unacked tasks: basic.qos
+ * then basic.consume, neither waiting for its answer.  Tasks still unacked
+ * from the cancelled consumer stay as they are (a cancel requeues nothing).
+ * Does nothing unless the connection is up and no consumer is registered.
+ * Returns 0, or -1 when the connection just died. */
+int broker_consume(struct broker *b, int prefetch);
+/* The prefetch of the connection settings in force (what a new connection
+ * consumes with). */
+int broker_prefetch(const struct broker *b);
+
+/* The broker's largest message body as it told us by refusing a larger
+ * result (RabbitMQ closes the publishing channel with its max_message_size
+ * in the reply text), or 0 while it has not. */
+size_t broker_max_message_size(const struct broker *b);
 
 /* Counters for status lines. */
 uint64_t broker_returned(const struct broker *b);

@@ -106,6 +106,8 @@ static const struct key broker_keys[] = {
 	{ "password_file", KEY_PATH, 1, CONF_PATH_MAX, false, NULL, 0, C(password_file) },
 	{ "cacert", KEY_PATH, 1, CONF_PATH_MAX, false, NULL, 0, C(cacert) },
 	{ "max_unconfirmed", KEY_INT, 1, 100000, false, NULL, 0, C(max_unconfirmed) },
+	/* RabbitMQ's own ceiling for max_message_size is 512 MiB. */
+	{ "max_message_size", KEY_SIZE, 1, 536870912, false, NULL, 0, C(max_message_size) },
 	{ NULL, 0, 0, 0, false, NULL, 0, 0 },
 };
 static const struct key queue_keys[] = {
@@ -133,6 +135,7 @@ static const struct key cpu_keys[] = {
 static const struct key limits_keys[] = {
 	{ "timeout", KEY_DOUBLE, 0, 86400, true, NULL, 0, C(timeout) },
 	{ "max_payload", KEY_SIZE, 1, 1073741824, false, NULL, 0, C(max_payload) },
+	{ "max_deliveries", KEY_INT, 0, 10000, false, NULL, 0, C(max_deliveries) },
 	{ NULL, 0, 0, 0, false, NULL, 0, 0 },
 };
 static const struct key log_keys[] = {
@@ -863,6 +866,7 @@ conf_defaults(const char *path)
 	c->connect_timeout = 10;
 	c->reconnect_max = 30;
 	c->max_unconfirmed = 1000;
+	c->max_message_size = 134217728;
 	c->queue_name = strdup("distributed_tasks");
 	c->queue_durable = true;
 	c->queue_type = CONF_QUEUE_CLASSIC;
@@ -873,6 +877,7 @@ conf_defaults(const char *path)
 	c->cpu_workers = 0;
 	c->timeout = 300;
 	c->max_payload = 16777216;
+	c->max_deliveries = 5;
 	c->log_level = LOG_LEVEL_INFO;
 	c->shutdown_grace = 30;
 	if (c->path == NULL || c->broker_uri == NULL || c->queue_name == NULL ||

@@ -52,6 +52,10 @@ struct conf {
 	char *password_file;      /* NULL or a file whose first line is the password */
 	char *cacert;             /* NULL or a CA bundle for amqps (default: system paths) */
 	int max_unconfirmed;      /* results published but not yet confirmed; default 1000 */
+	/* The largest message body the broker takes (RabbitMQ's
+	 * max_message_size, which AMQP 0-9-1 does not advertise); default
+	 * 128 MiB, RabbitMQ's own default. */
+	size_t max_message_size;
 
 	/* queue */
 	char *queue_name;         /* default "distributed_tasks" */
@@ -72,6 +76,7 @@ struct conf {
 
 	double timeout;           /* limits.timeout, default 300 */
 	size_t max_payload;       /* limits.max_payload, default 16 MiB */
+	int max_deliveries;       /* limits.max_deliveries, default 5; 0 = no limit */
 
 	int log_level;            /* enum log_level; default info */
 	double shutdown_grace;    /* shutdown.grace seconds, default 30 */

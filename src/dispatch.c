@@ -1,6 +1,7 @@
 #include "dispatch.h"
 
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
@@ -11,6 +12,7 @@
 #include "log.h"
 #include "pool.h"
 #include "result.h"
+#include "suspect.h"
 
 enum task_state {
 	TASK_WAITING,   /* admitted, waiting for an I/O slot */
@@ -18,6 +20,27 @@ enum task_state {
 	TASK_RETRY,     /* waiting out the backoff before another attempt */
 	TASK_PUBLISH,   /* result ready, waiting for the broker to take it */
 	TASK_CONFIRM,   /* result published, waiting for the broker's confirm */
+	TASK_HELD,      /* delivered before: waits until no original of a
+	                 * counted copy is unsettled here (task_hold) */
+	TASK_SUSPECT,   /* waits to run alone until the rest is done
+	                 * (dispatch_isolate) */
+};
+
+/* Running a suspect alone (suspect.h): the consumer is cancelled, late
+ * arrivals go back to the queue, the rest finishes, the suspect runs, and
+ * the consumer starts again at the window of the new level. */
+enum iso_state {
+	ISO_NONE,       /* consuming */
+	ISO_EMPTYING,   /* consumer cancelled: waiting for the others */
+	ISO_ALONE,      /* the suspect runs; no consumer */
+};
+
+/* A redelivered task of a classic queue on its way back to the queue's
+ * tail, as a copy that carries its delivery count (envelope.h). */
+struct recount {
+	amqp_pool_t pool;
+	amqp_basic_properties_t props;
+	char *queue;
 };
 
 struct task {
@@ -28,11 +51,14 @@ struct task {
 	struct envelope env;
 	const struct handler *handler;
 	struct handler_args *args;    /* our reference: survives a reload */
+	struct recount *recount;      /* NULL unless the task goes back as a copy */
 	double timeout;
 	int retries;
 	int attempt;
 	enum task_state state;
 	double started;
+	long before;                  /* earlier deliveries */
+	bool alone;                   /* runs alone: its end is logged */
 	/* One timer per task, for whichever wait its state has: the deadline
 	 * while RUNNING, the backoff while RETRY, the pause after a nack. */
 	ev_timer deadline;
@@ -54,6 +80,18 @@ struct dispatch {
 	struct task all;              /* list head */
 	struct fifo waiting;
 	struct fifo publish;
+	struct fifo held;             /* TASK_HELD, in delivery order */
+	size_t recounts;              /* tasks with a recount, until freed */
+	ev_timer release;             /* starts the held tasks */
+	struct suspect caution;       /* how much company a suspect may have */
+	enum iso_state iso;
+	struct task *suspect;         /* the one to run alone */
+	bool cancel_seen;             /* no delivery can follow */
+	bool bound_over;              /* shutdown.grace passed while emptying */
+	struct recount *suspect_copy; /* how it goes back if it cannot run */
+	size_t handed_back;           /* during this isolation */
+	ev_timer iso_bound;           /* the wait for the others is over */
+	ev_timer iso_step;            /* next step, once the acks are out */
 	bool admitting;
 	bool draining;
 	void (*idle)(void *ctx);
@@ -63,6 +101,18 @@ struct dispatch {
 };
 
 static void task_finished(struct task *t);
+static struct recount *recount_new(struct dispatch *d,
+    const amqp_basic_properties_t *props, long deliveries);
+static void recount_free(struct recount *r);
+static void task_send_copy(struct task *t, struct recount *r);
+static void dispatch_iso_over(struct dispatch *d);
+static void dispatch_iso_check(struct dispatch *d);
+static void dispatch_iso_abort(struct dispatch *d);
+static void dispatch_isolate(struct dispatch *d, struct task *t,
+    const amqp_basic_properties_t *props);
+static void dispatch_widen(struct dispatch *d);
+static void task_hand_back(struct task *t, const amqp_basic_properties_t *props,
+    long before);
 
 static void
 fifo_push(struct fifo *q, struct task *t)
@@ -128,10 +178,25 @@ task_free(struct task *t)
 	t->next->prev = t->prev;
 	d->st.in_flight--;
 	envelope_free(&t->env);
+	if (t->recount != NULL) {
+		recount_free(t->recount);
+		/* Its ack, if any, goes out before the loop waits; the release
+		 * timer fires after that. */
+		if (--d->recounts == 0 && d->held.head != NULL)
+			ev_timer_start(d->loop, &d->release);
+	}
 	broker_delivery_free(t->dlv);
 	buf_free(&t->call.out.body);
 	handler_args_unref(t->args);
+	bool was_suspect = t == d->suspect;
 	free(t);
+	if (was_suspect) {
+		d->suspect = NULL;
+		if (d->iso != ISO_NONE)
+			dispatch_iso_over(d);
+	} else if (d->iso == ISO_EMPTYING) {
+		dispatch_iso_check(d);
+	}
 	if (d->draining && d->st.in_flight == 0 && d->idle != NULL) {
 		void (*idle)(void *) = d->idle;
 		d->idle = NULL;
@@ -146,7 +211,14 @@ task_settle(struct task *t)
 	struct dispatch *d = t->d;
 	enum result_status s = t->call.out.status;
 
-	if (s == RESULT_REJECTED) {
+	if (t->alone && t->recount == NULL)
+		log_info("task %s (%s) ran alone and was answered %s", t->env.task_id,
+		    t->env.task, result_status_name(s));
+	if (t->recount != NULL) {
+		/* Its copy is in the queue: the original is done with. */
+		broker_ack(d->broker, t->dlv->gen, t->dlv->tag);
+		d->st.requeued++;
+	} else if (s == RESULT_REJECTED) {
 		broker_reject(d->broker, t->dlv->gen, t->dlv->tag, false);
 		d->st.rejected++;
 	} else {
@@ -180,6 +252,15 @@ dispatch_flush(struct dispatch *d)
 			task_free(t);
 			continue;
 		}
+		if (t->recount != NULL) {
+			int rc = broker_publish(d->broker, t->recount->queue,
+			    &t->recount->props, t->dlv->body, t->dlv->len, t);
+			if (rc != 0)
+				return;
+			fifo_pop(&d->publish);
+			t->state = TASK_CONFIRM;
+			continue;
+		}
 		struct result_info info = {
 			.status = t->call.out.status,
 			.task = t->env.task,
@@ -206,13 +287,36 @@ dispatch_flush(struct dispatch *d)
 	}
 }
 
+/* The largest result body the broker takes: broker.max_message_size, or
+ * less once the broker refused a result and named its real limit. */
+static size_t
+dispatch_max_message(const struct dispatch *d)
+{
+	size_t limit = d->conf->max_message_size;
+	size_t learned = d->broker != NULL ? broker_max_message_size(d->broker) : 0;
+	return learned > 0 && learned < limit ? learned : limit;
+}
+
 /* Turns the handler's output into what gets published and sends it. */
 static void
 task_answer(struct task *t)
 {
 	struct dispatch *d = t->d;
 	struct handler_output *out = &t->call.out;
+	size_t limit = dispatch_max_message(d);
 
+	/* RabbitMQ closes the channel over a message above its limit: the task
+	 * would come back and fail the same way for ever.  An error fits. */
+	if (out->status == RESULT_OK && out->body.len > limit && t->env.reply_to != NULL) {
+		size_t n = out->body.len;
+		handler_fail(out, RESULT_ERROR, "result_too_large",
+		    "the result is %zu bytes; the broker takes at most %zu (%s)", n, limit,
+		    limit < d->conf->max_message_size ? "it refused a larger result" :
+		    "broker.max_message_size");
+		log_warn("task %s (%s): its result of %zu bytes is larger than the broker "
+		    "takes (%zu): answered result_too_large", t->env.task_id,
+		    t->env.task ? t->env.task : "no name", n, limit);
+	}
 	if (out->status != RESULT_OK) {
 		/* out.body holds the human message; the wire wants JSON. */
 		struct buf json = { 0 };
@@ -228,6 +332,10 @@ task_answer(struct task *t)
 		if (out->status == RESULT_REJECTED)
 			log_warn("task %s (%s) rejected: %s", t->env.task_id,
 			    t->env.task ? t->env.task : "no name", code);
+		/* Only a broker limit set absurdly low gets here: the status
+		 * header still tells what happened. */
+		if (out->body.len > limit)
+			buf_reset(&out->body);
 	}
 	if (t->env.reply_to == NULL) {
 		task_settle(t);
@@ -248,6 +356,60 @@ task_reject(struct task *t, const char *code, const char *message)
 }
 
 static void dispatch_admit(struct dispatch *d);
+
+/* Sends a redelivered task of a classic queue back to its queue's tail as
+ * a copy that says how often it was delivered, instead of running it: the
+ * broker's `redelivered` flag cannot count past one, and a task that
+ * kills taskd must still meet limits.max_deliveries.  The original is
+ * acked once the copy is confirmed (task_settle).  Returns 0, or -1 when
+ * memory ran out (nothing is sent; the caller requeues). */
+static int
+task_send_back(struct task *t, const amqp_basic_properties_t *props, long deliveries)
+{
+	struct recount *r = recount_new(t->d, props, deliveries);
+	if (r == NULL)
+		return -1;
+	task_send_copy(t, r);
+	return 0;
+}
+
+/* The copy's properties, or NULL when memory ran out. */
+static struct recount *
+recount_new(struct dispatch *d, const amqp_basic_properties_t *props, long deliveries)
+{
+	struct recount *r = calloc(1, sizeof(*r));
+	if (r == NULL)
+		return NULL;
+	init_amqp_pool(&r->pool, 1024);
+	r->queue = strdup(d->conf->queue_name);
+	if (r->queue == NULL || envelope_recount(props, deliveries, &r->pool, &r->props) < 0) {
+		recount_free(r);
+		return NULL;
+	}
+	return r;
+}
+
+static void
+recount_free(struct recount *r)
+{
+	if (r == NULL)
+		return;
+	empty_amqp_pool(&r->pool);
+	free(r->queue);
+	free(r);
+}
+
+/* Publishes the copy r (now the task's) instead of running the task. */
+static void
+task_send_copy(struct task *t, struct recount *r)
+{
+	t->recount = r;    /* task_free frees it from here on */
+	t->d->recounts++;
+	t->state = TASK_PUBLISH;
+	fifo_push(&t->d->publish, t);
+	if (t->d->publish.head == t)
+		dispatch_flush(t->d);
+}
 
 /* A running task leaves its slot: I/O admission or the CPU pool. */
 static void
@@ -364,6 +526,51 @@ dispatch_admit(struct dispatch *d)
 	d->admitting = false;
 }
 
+/* Into the I/O admission queue, or straight to the CPU pool. */
+static void
+task_start(struct task *t)
+{
+	if (t->handler->kind == HANDLER_IO) {
+		t->state = TASK_WAITING;
+		fifo_push(&t->d->waiting, t);
+		dispatch_admit(t->d);
+	} else {
+		task_run(t);
+	}
+}
+
+/*
+ * A task delivered before may be the one that killed taskd.  It is the
+ * counted copy of one whose original this process acks only once the copy
+ * is confirmed, and the broker may hand the copy out before that confirm:
+ * were the copy to crash taskd before the original's ack is on the wire,
+ * the original would come back uncounted, for ever.  So such a task waits
+ * until no recount is unsettled here, then one more loop iteration, in
+ * which the pending acks are sent.
+ */
+static void
+task_hold(struct task *t)
+{
+	struct dispatch *d = t->d;
+	t->state = TASK_HELD;
+	fifo_push(&d->held, t);
+	if (d->recounts == 0)
+		ev_timer_start(d->loop, &d->release);
+}
+
+static void
+dispatch_release_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+	(void)loop;
+	(void)revents;
+	struct dispatch *d = w->data;
+	struct task *t;
+	if (d->recounts > 0)
+		return;    /* the last one's task_free starts us again */
+	while ((t = fifo_pop(&d->held)) != NULL)
+		task_start(t);
+}
+
 static void
 task_retry_cb(struct ev_loop *loop, ev_timer *w, int revents)
 {
@@ -461,6 +668,18 @@ dispatch_on_delivery(void *ctx, struct broker_delivery *dlv)
 		task_reject(t, "payload_too_large", "the payload could not be buffered");
 		return;
 	}
+	long before = envelope_deliveries(&t->env, dlv->redelivered);
+	int max = d->conf->max_deliveries;
+	if (max > 0 && before >= max) {
+		/* It ran (or was handed out) max times and never got settled:
+		 * most likely it takes taskd down with it.  Rejected without
+		 * requeue, so a dead-letter policy keeps it for a human. */
+		char m[160];
+		snprintf(m, sizeof(m), "delivered %ld times, more than limits.max_deliveries "
+		    "(%d): it never finished (does it crash taskd?)", before + 1, max);
+		task_reject(t, "delivery_limit", m);
+		return;
+	}
 	const struct registry_entry *e = registry_find(d->reg, t->env.task);
 	if (e == NULL) {
 		struct buf m = { 0 };
@@ -471,21 +690,226 @@ dispatch_on_delivery(void *ctx, struct broker_delivery *dlv)
 		buf_free(&m);
 		return;
 	}
+	/* A classic queue does not count deliveries (a quorum queue sets
+	 * x-delivery-count): this redelivery goes back as a counted copy.
+	 * A body the broker would refuse cannot: it runs, uncounted. */
+	if (max > 0 && dlv->redelivered && !(d->conf->queue_type == CONF_QUEUE_QUORUM &&
+	    t->env.broker_count >= 0)) {
+		if (dlv->len <= dispatch_max_message(d)) {
+			if (task_send_back(t, dlv->props, before) < 0) {
+				log_error("out of memory: task sent back to the queue");
+				task_requeue(t);
+			}
+			return;
+		}
+		log_warn("task %s (%s) redelivered but too large to count its deliveries",
+		    t->env.task_id, t->env.task);
+	}
+	if (d->iso != ISO_NONE) {
+		/* Came after the cancel: it must not be in flight while the
+		 * suspect runs, nor pay for it. */
+		task_hand_back(t, dlv->props, before);
+		return;
+	}
 	t->handler = e->handler;
 	t->args = handler_args_ref(e->args);
 	t->retries = e->retries;
 	t->timeout = e->timeout;
+	t->before = before;
 	/* A client may only shorten the operator's limit. */
 	if (t->env.timeout > 0 && t->env.timeout < t->timeout)
 		t->timeout = t->env.timeout;
 
-	if (t->handler->kind == HANDLER_IO) {
-		t->state = TASK_WAITING;
-		fifo_push(&d->waiting, t);
-		dispatch_admit(d);
-	} else {
-		task_run(t);
+	if (max > 0) {
+		switch (suspect_arrival(&d->caution, before)) {
+		case SUSPECT_ALONE:
+			dispatch_isolate(d, t, dlv->props);
+			return;
+		case SUSPECT_WIDEN:
+			dispatch_widen(d);
+			break;
+		case SUSPECT_RUN:
+			break;
+		}
+		if (before > 0 && suspect_last(&d->caution, before) &&
+		    suspect_window(&d->caution) == 1) {
+			/* The window of one makes it run alone. */
+			t->alone = true;
+			log_warn("task %s (%s), delivered %ld time%s before (its last allowed "
+			    "delivery), may be what crashed taskd: running it alone",
+			    t->env.task_id, t->env.task, before, before == 1 ? "" : "s");
+		}
 	}
+	if (before > 0) {
+		task_hold(t);
+		return;
+	}
+	task_start(t);
+}
+
+/*
+ * Suspects run alone (suspect.h; docs/decisions.md).  A task whose count is
+ * above the current level may be what crashed taskd, and the tasks in
+ * flight were taken under a wider window: the consumer is cancelled, what
+ * arrives after that goes back to the queue with its count unchanged
+ * (task_hand_back), what was taken before finishes, and only then does the
+ * suspect run, alone.  Once it is answered, the consumer starts again with
+ * the window of the new level.  Waiting for the others is bounded by
+ * shutdown.grace: past it the suspect runs beside what still runs (they
+ * were taken at a lower level, so a crash leaves them within the limit).
+ */
+
+/* Goes back to the tail of the queue as a copy that keeps its count:
+ * basic.reject with requeue would raise it (x-delivery-count on a quorum
+ * queue, redelivered on a classic one). */
+static void
+task_hand_back(struct task *t, const amqp_basic_properties_t *props, long before)
+{
+	struct dispatch *d = t->d;
+	d->handed_back++;
+	if (t->dlv->len > dispatch_max_message(d) ||
+	    task_send_back(t, props, before) < 0) {
+		/* A copy the broker would refuse, or no memory: it costs a
+		 * delivery, as a stop would. */
+		log_warn("task %s (%s) sent back to the queue uncopied: its delivery counts",
+		    t->env.task_id, t->env.task ? t->env.task : "no name");
+		task_requeue(t);
+	}
+}
+
+static void
+dispatch_isolate(struct dispatch *d, struct task *t, const amqp_basic_properties_t *props)
+{
+	/* Kept for a stop before it runs: a requeue would count a delivery,
+	 * on its last allowed one a rejection it did nothing for. */
+	if (dispatch_max_message(d) >= t->dlv->len)
+		d->suspect_copy = recount_new(d, props, t->before);
+	d->iso = ISO_EMPTYING;
+	d->suspect = t;
+	d->handed_back = 0;
+	t->state = TASK_SUSPECT;
+	t->alone = true;
+	int rc = broker_cancel_consumer(d->broker);
+	if (rc < 0)
+		return;   /* the connection died: `down` ended all this */
+	d->cancel_seen = rc == 0;
+	d->bound_over = false;
+	log_warn("task %s (%s), delivered %ld time%s before%s, may be what crashed taskd: "
+	    "running it alone once the %zu others in flight are done (taking no new tasks)",
+	    t->env.task_id, t->env.task, t->before, t->before == 1 ? "" : "s",
+	    suspect_last(&d->caution, t->before) ? " (its last allowed delivery)" : "",
+	    d->st.in_flight - 1);
+	ev_timer_set(&d->iso_bound, d->conf->shutdown_grace, 0.0);
+	ev_timer_start(d->loop, &d->iso_bound);
+	dispatch_iso_check(d);
+}
+
+/* Whether the suspect may start: alone once nothing else is in flight and
+ * nothing more can arrive; past the bound once no copy awaits its confirm
+ * (the tasks left running were taken at a lower level, but an unconfirmed
+ * copy's original may have any count). */
+static bool
+dispatch_iso_ready(const struct dispatch *d)
+{
+	if (d->cancel_seen && d->st.in_flight == 1)
+		return true;
+	return d->bound_over && d->recounts == 0;
+}
+
+/* The step waits one loop iteration, in which the last acks go out (a
+ * crash before them would bring those tasks back counted). */
+static void
+dispatch_iso_check(struct dispatch *d)
+{
+	if (d->iso == ISO_EMPTYING && dispatch_iso_ready(d) && !ev_is_active(&d->iso_step))
+		ev_timer_start(d->loop, &d->iso_step);
+}
+
+static void
+dispatch_on_cancelled(void *ctx)
+{
+	struct dispatch *d = ctx;
+	d->cancel_seen = true;
+	dispatch_iso_check(d);
+}
+
+static void
+dispatch_iso_bound_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+	(void)loop;
+	(void)revents;
+	struct dispatch *d = w->data;
+	if (d->iso != ISO_EMPTYING || d->suspect == NULL)
+		return;
+	log_warn("task %s (%s) runs beside the %zu tasks still in flight after %.0f s "
+	    "(shutdown.grace), once no copy awaits its confirm", d->suspect->env.task_id,
+	    d->suspect->env.task, d->st.in_flight - 1, d->conf->shutdown_grace);
+	d->bound_over = true;
+	dispatch_iso_check(d);
+}
+
+static void
+dispatch_iso_step_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+	(void)loop;
+	(void)revents;
+	struct dispatch *d = w->data;
+	switch (d->iso) {
+	case ISO_EMPTYING:
+		if (d->suspect == NULL || !dispatch_iso_ready(d))
+			return;    /* a late arrival: its task_free checks again */
+		ev_timer_stop(d->loop, &d->iso_bound);
+		recount_free(d->suspect_copy);
+		d->suspect_copy = NULL;
+		d->iso = ISO_ALONE;
+		task_start(d->suspect);   /* may finish at once */
+		break;
+	case ISO_NONE:
+		/* The suspect's ack is out: take tasks again. */
+		if (!d->draining)
+			(void)broker_consume(d->broker, suspect_window(&d->caution));
+		break;
+	case ISO_ALONE:
+		break;
+	}
+}
+
+/* The suspect is done with (answered, or dropped with its connection). */
+static void
+dispatch_iso_over(struct dispatch *d)
+{
+	recount_free(d->suspect_copy);
+	d->suspect_copy = NULL;
+	ev_timer_stop(d->loop, &d->iso_bound);
+	ev_timer_stop(d->loop, &d->iso_step);
+	d->iso = ISO_NONE;
+	log_info("taking tasks again, at most %d at a time (%zu handed back meanwhile, "
+	    "their counts unchanged)", suspect_window(&d->caution), d->handed_back);
+	ev_timer_start(d->loop, &d->iso_step);
+}
+
+/* Ends an isolation without consuming again: a stop, a switch, a lost
+ * connection take it from here. */
+static void
+dispatch_iso_abort(struct dispatch *d)
+{
+	recount_free(d->suspect_copy);
+	d->suspect_copy = NULL;
+	ev_timer_stop(d->loop, &d->iso_bound);
+	ev_timer_stop(d->loop, &d->iso_step);
+	d->iso = ISO_NONE;
+	d->suspect = NULL;
+}
+
+/* The level went down a step: a new consumer with the wider window. */
+static void
+dispatch_widen(struct dispatch *d)
+{
+	log_info("no task delivered more than %ld time%s before among the last ones: "
+	    "taking up to %d at a time", d->caution.level, d->caution.level == 1 ? "" : "s",
+	    suspect_window(&d->caution));
+	if (broker_cancel_consumer(d->broker) >= 0)
+		(void)broker_consume(d->broker, suspect_window(&d->caution));
 }
 
 static void
@@ -522,7 +946,9 @@ dispatch_on_confirm(void *ctx, void *token, enum broker_confirm how)
 static void
 dispatch_on_up(void *ctx)
 {
-	(void)ctx;
+	struct dispatch *d = ctx;
+	/* A new connection consumes with the full window. */
+	suspect_init(&d->caution, d->conf->max_deliveries, broker_prefetch(d->broker));
 }
 
 /* Stops a task wherever it is, without answering it. */
@@ -549,6 +975,10 @@ task_drop(struct task *t)
 	case TASK_PUBLISH:
 		fifo_remove(&d->publish, t);
 		break;
+	case TASK_HELD:
+		fifo_remove(&d->held, t);
+		break;
+	case TASK_SUSPECT:
 	case TASK_RETRY:
 	case TASK_CONFIRM:
 		break;
@@ -561,6 +991,9 @@ dispatch_on_down(void *ctx, uint64_t gen)
 	struct dispatch *d = ctx;
 	size_t n = 0;
 
+	/* The suspect, if any, comes back redelivered, and the next
+	 * connection starts with the full window. */
+	dispatch_iso_abort(d);
 	/* Tags of that channel are dead: these tasks come back by redelivery.
 	 * Results awaiting a confirm are dropped by the LOST confirms that
 	 * follow. */
@@ -591,6 +1024,7 @@ const struct broker_ops dispatch_broker_ops = {
 	.up = dispatch_on_up,
 	.down = dispatch_on_down,
 	.writable = dispatch_on_writable,
+	.cancelled = dispatch_on_cancelled,
 };
 
 struct dispatch *
@@ -609,6 +1043,12 @@ dispatch_new(struct ev_loop *loop, const struct conf *conf,
 	d->conf = conf;
 	d->reg = reg;
 	d->all.next = d->all.prev = &d->all;
+	ev_timer_init(&d->release, dispatch_release_cb, 0.0, 0.0);
+	d->release.data = d;
+	suspect_init(&d->caution, conf->max_deliveries, 1);
+	ev_timer_init(&d->iso_bound, dispatch_iso_bound_cb, 0.0, 0.0);
+	ev_timer_init(&d->iso_step, dispatch_iso_step_cb, 0.0, 0.0);
+	d->iso_bound.data = d->iso_step.data = d;
 	if (getrandom(d->rng, sizeof(d->rng), 0) != sizeof(d->rng)) {
 		struct timespec ts;
 		clock_gettime(CLOCK_REALTIME, &ts);
@@ -638,6 +1078,8 @@ dispatch_reconfigure(struct dispatch *d, const struct conf *conf,
 {
 	d->conf = conf;
 	d->reg = reg;
+	suspect_configure(&d->caution, conf->max_deliveries,
+	    d->broker != NULL ? broker_prefetch(d->broker) : 1);
 	dispatch_admit(d);
 }
 
@@ -647,9 +1089,24 @@ dispatch_drain(struct dispatch *d, void (*idle)(void *ctx), void *ctx)
 	d->draining = true;
 	d->idle = idle;
 	d->idle_ctx = ctx;
+	/* A suspect still waiting goes back like the others; one running
+	 * alone finishes like any running task. */
+	struct task *t = d->suspect;
+	struct recount *copy = d->suspect_copy;
+	d->suspect_copy = NULL;
+	dispatch_iso_abort(d);
+	if (t != NULL && t->state == TASK_SUSPECT) {
+		if (copy != NULL)
+			task_send_copy(t, copy);
+		else
+			task_requeue(t);
+	} else {
+		recount_free(copy);
+	}
 	/* Not started yet: another node can run them now. */
-	struct task *t;
 	while ((t = fifo_pop(&d->waiting)) != NULL)
+		task_requeue(t);
+	while ((t = fifo_pop(&d->held)) != NULL)
 		task_requeue(t);
 	t = d->all.next;
 	while (t != &d->all) {
@@ -698,6 +1155,7 @@ dispatch_free(struct dispatch *d)
 {
 	if (d == NULL)
 		return;
+	dispatch_iso_abort(d);
 	struct task *t = d->all.next;
 	d->idle = NULL;
 	while (t != &d->all) {
@@ -706,6 +1164,9 @@ dispatch_free(struct dispatch *d)
 		task_free(t);
 		t = next;
 	}
+	ev_timer_stop(d->loop, &d->release);
+	ev_timer_stop(d->loop, &d->iso_bound);
+	ev_timer_stop(d->loop, &d->iso_step);
 	free(d->worker);
 	free(d);
 }

@@ -142,6 +142,25 @@ field_number(const amqp_field_value_t *v, double *out)
 	}
 }
 
+/* An integer-valued number of an AMQP integer kind, capped: a count. */
+static int
+field_integer(const amqp_field_value_t *v, double *out)
+{
+	switch (v->kind) {
+	case AMQP_FIELD_KIND_I8: case AMQP_FIELD_KIND_U8:
+	case AMQP_FIELD_KIND_I16: case AMQP_FIELD_KIND_U16:
+	case AMQP_FIELD_KIND_I32: case AMQP_FIELD_KIND_U32:
+	case AMQP_FIELD_KIND_I64: case AMQP_FIELD_KIND_U64:
+		if (field_number(v, out) < 0)
+			return -1;
+		if (*out > 1e9)
+			*out = 1e9;
+		return 0;
+	default:
+		return -1;
+	}
+}
+
 /* Records why the message cannot run: text, then an optional detail. */
 static int
 fail(struct envelope *env, enum envelope_error e, const char *text, const char *detail)
@@ -176,6 +195,7 @@ envelope_parse(const amqp_basic_properties_t *p, size_t body_len,
 {
 	amqp_flags_t f = p ? p->_flags : 0;
 
+	env->broker_count = -1;
 	env->persistent = (f & AMQP_BASIC_DELIVERY_MODE_FLAG) &&
 	    p->delivery_mode == AMQP_DELIVERY_PERSISTENT;
 
@@ -277,6 +297,17 @@ envelope_parse(const amqp_basic_properties_t *p, size_t body_len,
 		env->timeout = t;
 	}
 
+	/* Delivery counts: read whatever else is wrong, a bad one only
+	 * counts as absent (a client cannot make its task loop longer). */
+	env->broker_count = -1;
+	double n;
+	if ((h = header_find(p, "x-delivery-count")) != NULL &&
+	    field_integer(h, &n) == 0 && n >= 0)
+		env->broker_count = (long)n;
+	if ((h = header_find(p, ENVELOPE_TASKD_COUNT)) != NULL &&
+	    field_integer(h, &n) == 0 && n >= 0)
+		env->taskd_count = (long)n;
+
 	if (body_len > lim->max_payload) {
 		char what[96];
 		snprintf(what, sizeof(what), "%zu bytes, the limit is %zu",
@@ -306,6 +337,85 @@ envelope_result_persistent(const struct envelope *env, bool reply_durable)
 	    strncmp(env->reply_to, server_named, sizeof(server_named) - 1) == 0)
 		return false;
 	return env->persistent;
+}
+
+long
+envelope_deliveries(const struct envelope *env, bool redelivered)
+{
+	/* x-taskd-deliveries is what earlier copies went through; the
+	 * broker's count (or the redelivered flag) what this copy did since
+	 * it was published.  A copy goes out without x-delivery-count, so on a
+	 * quorum queue the two add up. */
+	long since = redelivered ? 1 : 0;
+	if (env->broker_count > since)
+		since = env->broker_count;
+	return env->taskd_count + since;
+}
+
+static int
+pool_bytes(amqp_pool_t *pool, amqp_bytes_t *b)
+{
+	if (b->len == 0) {
+		*b = amqp_empty_bytes;
+		return 0;
+	}
+	void *p = amqp_pool_alloc(pool, b->len);
+	if (p == NULL)
+		return -1;
+	memcpy(p, b->bytes, b->len);
+	b->bytes = p;
+	return 0;
+}
+
+static bool
+key_is(amqp_bytes_t k, const char *s)
+{
+	return k.len == strlen(s) && memcmp(k.bytes, s, k.len) == 0;
+}
+
+int
+envelope_recount(const amqp_basic_properties_t *props, long deliveries,
+    amqp_pool_t *pool, amqp_basic_properties_t *out)
+{
+	amqp_basic_properties_t none;
+	memset(&none, 0, sizeof(none));
+	const amqp_basic_properties_t *p = props != NULL ? props : &none;
+
+	*out = *p;
+	amqp_flags_t f = p->_flags;
+	if (((f & AMQP_BASIC_CONTENT_TYPE_FLAG) && pool_bytes(pool, &out->content_type)) ||
+	    ((f & AMQP_BASIC_CONTENT_ENCODING_FLAG) && pool_bytes(pool, &out->content_encoding)) ||
+	    ((f & AMQP_BASIC_CORRELATION_ID_FLAG) && pool_bytes(pool, &out->correlation_id)) ||
+	    ((f & AMQP_BASIC_REPLY_TO_FLAG) && pool_bytes(pool, &out->reply_to)) ||
+	    ((f & AMQP_BASIC_EXPIRATION_FLAG) && pool_bytes(pool, &out->expiration)) ||
+	    ((f & AMQP_BASIC_MESSAGE_ID_FLAG) && pool_bytes(pool, &out->message_id)) ||
+	    ((f & AMQP_BASIC_TYPE_FLAG) && pool_bytes(pool, &out->type)) ||
+	    ((f & AMQP_BASIC_USER_ID_FLAG) && pool_bytes(pool, &out->user_id)) ||
+	    ((f & AMQP_BASIC_APP_ID_FLAG) && pool_bytes(pool, &out->app_id)) ||
+	    ((f & AMQP_BASIC_CLUSTER_ID_FLAG) && pool_bytes(pool, &out->cluster_id)))
+		return -1;
+
+	/* The headers minus both counts, then ours. */
+	int n = (f & AMQP_BASIC_HEADERS_FLAG) ? p->headers.num_entries : 0;
+	amqp_table_t kept = { 0, NULL };
+	kept.entries = amqp_pool_alloc(pool, sizeof(amqp_table_entry_t) * (size_t)(n + 1));
+	if (kept.entries == NULL)
+		return -1;
+	for (int i = 0; i < n; i++) {
+		const amqp_table_entry_t *e = &p->headers.entries[i];
+		if (key_is(e->key, "x-delivery-count") || key_is(e->key, ENVELOPE_TASKD_COUNT))
+			continue;
+		kept.entries[kept.num_entries++] = *e;
+	}
+	amqp_table_entry_t *mine = &kept.entries[kept.num_entries++];
+	mine->key = amqp_cstring_bytes(ENVELOPE_TASKD_COUNT);
+	mine->value.kind = AMQP_FIELD_KIND_I64;
+	mine->value.value.i64 = deliveries;
+	/* The clone copies keys and values (ours is static) into pool. */
+	if (amqp_table_clone(&kept, &out->headers, pool) != AMQP_STATUS_OK)
+		return -1;
+	out->_flags |= AMQP_BASIC_HEADERS_FLAG;
+	return 0;
 }
 
 void

@@ -48,6 +48,12 @@ struct envelope {
 	bool persistent;      /* the task was published persistent */
 	char *content_type;   /* NULL when absent */
 	double timeout;       /* seconds, 0 = not given */
+	/* Earlier deliveries, as the message says (see envelope_deliveries):
+	 * the broker's x-delivery-count (quorum queues), -1 when absent; and
+	 * taskd's own x-taskd-deliveries (classic queues), 0 when absent or
+	 * not a non-negative integer. */
+	long broker_count;
+	long taskd_count;
 };
 
 /* Reads props (may be NULL: a propertyless message) of a message whose body
@@ -68,6 +74,32 @@ void envelope_free(struct envelope *env);
  * persistent message to disk only in a durable queue, so the flag costs
  * nothing where the queue is transient. */
 bool envelope_result_persistent(const struct envelope *env, bool reply_durable);
+
+/*
+ * Delivery counting (limits.max_deliveries; docs/decisions.md).
+ *
+ * A quorum queue counts for us: the broker sets x-delivery-count, the
+ * number of earlier deliveries.  A classic queue only says `redelivered`
+ * (at least one earlier delivery), which a crash of taskd cannot add to.
+ * So taskd sends a redelivered task back to the tail of its queue as a
+ * copy whose x-taskd-deliveries header holds its deliveries so far, and
+ * acks the original once the copy is confirmed; the count travels with
+ * the message, across crashes, restarts and nodes.
+ */
+#define ENVELOPE_TASKD_COUNT "x-taskd-deliveries"
+
+/* Earlier deliveries of this task: taskd's own count (of the copies before
+ * this one) plus this copy's, which is the broker's count, or the one
+ * `redelivered` proves.  Never negative. */
+long envelope_deliveries(const struct envelope *env, bool redelivered);
+
+/* Fills *out with a deep copy (in pool, which the caller owns, inits and
+ * empties) of props for the copy of a redelivered task that goes back to
+ * the queue: every property as it was, x-delivery-count and
+ * x-taskd-deliveries removed, and x-taskd-deliveries = deliveries added.
+ * props may be NULL.  Returns 0, or -1 when memory ran out. */
+int envelope_recount(const amqp_basic_properties_t *props, long deliveries,
+    amqp_pool_t *pool, amqp_basic_properties_t *out);
 
 /* The error code of design §4 for a parse error ("bad_header", ...). */
 const char *envelope_error_code(enum envelope_error e);

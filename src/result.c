@@ -1,5 +1,6 @@
 #include "result.h"
 
+#include <stdint.h>
 #include <string.h>
 
 const char *
@@ -71,4 +72,41 @@ result_error_body(struct buf *out, const char *code, const char *message)
 	    buf_puts(out, "\"}") < 0)
 		return -1;
 	return 0;
+}
+
+/* Finds needle in hay[0..len); returns what follows it, or NULL. */
+static const char *
+after(const char *hay, size_t len, const char *needle)
+{
+	size_t n = strlen(needle);
+	const char *p = memmem(hay, len, needle, n);
+	return p != NULL ? p + n : NULL;
+}
+
+size_t
+result_broker_limit(const void *text, size_t len)
+{
+	const char *s = text, *end = s + len;
+	const char *p = after(s, len, "message size ");
+	if (p == NULL)
+		return 0;
+	p = after(p, (size_t)(end - p), "larger than ");
+	if (p == NULL)
+		return 0;
+	static const char configured[] = "configured ";
+	if ((size_t)(end - p) >= sizeof(configured) - 1 &&
+	    memcmp(p, configured, sizeof(configured) - 1) == 0)
+		p += sizeof(configured) - 1;
+	static const char max[] = "max size ";
+	if ((size_t)(end - p) < sizeof(max) - 1 || memcmp(p, max, sizeof(max) - 1) != 0)
+		return 0;
+	p += sizeof(max) - 1;
+	size_t v = 0;
+	const char *digits = p;
+	for (; p < end && *p >= '0' && *p <= '9'; p++) {
+		if (v > (SIZE_MAX - 9) / 10)
+			return 0;
+		v = v * 10 + (size_t)(*p - '0');
+	}
+	return p > digits ? v : 0;
 }

@@ -58,4 +58,12 @@ void result_build(struct result_msg *msg, const struct result_info *info);
  * Returns 0 or -1 (no memory). */
 int result_error_body(struct buf *out, const char *code, const char *message);
 
+/* The broker's largest message body, read from the reply text of the
+ * channel.close with which RabbitMQ refuses a publish over its
+ * max_message_size: "PRECONDITION_FAILED - message size 262144 is larger
+ * than configured max size 65536" ("... than max size N" at its ceiling).
+ * AMQP 0-9-1 advertises the limit nowhere else.  text[0..len) need not be
+ * NUL-terminated.  Returns N, or 0 when text is no such refusal. */
+size_t result_broker_limit(const void *text, size_t len);
+
 #endif

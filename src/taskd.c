@@ -270,12 +270,19 @@ taskd_on_writable(void *ctx)
 	dispatch_broker_ops.writable(t->dispatch);
 }
 
+static void
+taskd_on_cancelled(void *ctx)
+{
+	struct taskd *t = ctx;
+	dispatch_broker_ops.cancelled(t->dispatch);
+}
+
 static const struct broker_ops taskd_broker_ops = {
 	.delivery = taskd_on_delivery,
 	.confirm = taskd_on_confirm,
 	.up = taskd_on_up,
 	.down = taskd_on_down,
-	.writable = taskd_on_writable,
+	.writable = taskd_on_writable,	.cancelled = taskd_on_cancelled,
 };
 
 /* ---- life cycle ------------------------------------------------------- */

@@ -147,7 +147,7 @@ run_task(struct worker *w, const struct frame_task *t)
 
 	const struct handler *h = handler_find(t->handler);
 	if (t->argv != NULL && strcmp(t->handler, WORKER_EXEC_HANDLER) == 0) {
-		worker_exec(t->argv, &in, t->seq, report_child, w, out);
+		worker_exec(t->argv, &in, (size_t)t->max_result, t->seq, report_child, w, out);
 	} else if (h != NULL && h->kind == HANDLER_CPU && h->run != NULL) {
 		h->run(&in, out);
 	} else if (plugin_run(t->handler, &in, out) < 0) {

@@ -104,15 +104,17 @@ bl_reap(void *ctx, pid_t pid)
 
 void
 worker_exec(const char *const *argv, const struct handler_input *in,
-    uint64_t seq, void (*started)(void *ctx, uint64_t seq, pid_t pgid),
+    size_t max_output, uint64_t seq,
+    void (*started)(void *ctx, uint64_t seq, pid_t pgid),
     void *ctx, struct handler_output *out)
 {
 	struct blocking b = { .seq = seq, .started = started, .ctx = ctx };
 	struct exec_waiter w = {
 		.ctx = &b, .poll = bl_poll, .wait_child = bl_wait_child, .reap = bl_reap,
 	};
-	size_t max = in->args != NULL && in->args->max_output > 0 ?
-	    in->args->max_output : (size_t)16 << 20;
+	/* The worker has no conf: the cap travels with the task (frame.h
+	 * max_result), and "none" must still end somewhere. */
+	size_t max = max_output > 0 ? max_output : SIZE_MAX;
 	if (exec_run((char *const *)argv, in->payload, in->len, in->deadline, max,
 	    &w, out) != EXEC_FINISHED)
 		handler_fail(out, RESULT_ERROR, "handler_failed",

@@ -16,9 +16,13 @@
 #define WORKER_EXEC_HANDLER "exec"
 
 /* Runs argv with in's payload until in->deadline; fills out.  started(ctx,
- * seq, pgid) is called once the program runs, with its process group. */
+ * seq, pgid) is called once the program runs, with its process group.
+ * max_output caps stdout as exec_run() does (0: no cap): the daemon sends
+ * limits.max_payload, so an exec task of kind cpu is stopped, and answered,
+ * exactly like one of kind io. */
 void worker_exec(const char *const *argv, const struct handler_input *in,
-    uint64_t seq, void (*started)(void *ctx, uint64_t seq, pid_t pgid),
+    size_t max_output, uint64_t seq,
+    void (*started)(void *ctx, uint64_t seq, pid_t pgid),
     void *ctx, struct handler_output *out);
 
 #endif

@@ -22,6 +22,9 @@
  *                ends: the worker goes away while idle, and the daemon's
  *                next write to it fails before any end of file or exit
  *                status can tell (a dead worker not yet seen)
+ *   segv   (io)  crashes the daemon itself with SIGSEGV: an io handler
+ *                runs inside taskd, so this is a task that kills taskd
+ *                (limits.max_deliveries)
  *
  * Built twice: as misbehave.so, and with -DWRONG_ABI as wrongabi.so, which
  * claims another ABI version and must be refused.
@@ -207,6 +210,18 @@ hangup(const struct taskd_input *in, struct taskd_output *out)
 	(void)taskd_output_append(out, "hung up", 7);
 }
 
+/* Not static, and written through a volatile pointer: the compiler must
+ * not prove the store undefined and drop it. */
+int *volatile misbehave_nowhere;
+
+static void
+segv(const struct taskd_input *in, struct taskd_output *out)
+{
+	(void)in;
+	(void)out;
+	*misbehave_nowhere = 1;
+}
+
 static const struct taskd_handler handlers[] = {
 	{ "spin", TASKD_KIND_CPU, spin },
 	{ "pid", TASKD_KIND_CPU, pid },
@@ -214,6 +229,7 @@ static const struct taskd_handler handlers[] = {
 	{ "big", TASKD_KIND_CPU, big },
 	{ "flood", TASKD_KIND_CPU, flood },
 	{ "hangup", TASKD_KIND_CPU, hangup },
+	{ "segv", TASKD_KIND_IO, segv },
 	{ NULL, 0, NULL },
 };
 

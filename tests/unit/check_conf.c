@@ -182,6 +182,7 @@ START_TEST(test_full)
 	ck_assert_str_eq(c->password_file, "/proc/sys/kernel/ostype");
 	ck_assert_str_eq(c->cacert, "/etc/ssl/certs/ca-certificates.crt");
 	ck_assert_int_eq(c->max_unconfirmed, 500);
+	ck_assert_uint_eq(c->max_message_size, 1048576u);
 
 	ck_assert_str_eq(c->queue_name, "jobs");
 	ck_assert(c->queue_durable);
@@ -199,6 +200,7 @@ START_TEST(test_full)
 	ck_assert_ptr_null(c->plugins[2]);
 	ck_assert_double_eq(c->timeout, 120.5);
 	ck_assert_uint_eq(c->max_payload, 1073741824u);
+	ck_assert_int_eq(c->max_deliveries, 9);
 	ck_assert_int_eq(c->log_level, LOG_LEVEL_DEBUG);
 	ck_assert_double_eq(c->shutdown_grace, 7.5);
 
@@ -276,6 +278,7 @@ START_TEST(test_defaults)
 	ck_assert_ptr_null(c->password_file);
 	ck_assert_ptr_null(c->cacert);
 	ck_assert_int_eq(c->max_unconfirmed, 1000);
+	ck_assert_uint_eq(c->max_message_size, 134217728u);
 	ck_assert_str_eq(c->queue_name, "distributed_tasks");
 	ck_assert(c->queue_durable);
 	ck_assert_int_eq(c->queue_type, CONF_QUEUE_CLASSIC);
@@ -289,6 +292,7 @@ START_TEST(test_defaults)
 	ck_assert_ptr_null(c->plugins);
 	ck_assert_double_eq(c->timeout, 300);
 	ck_assert_uint_eq(c->max_payload, 16777216u);
+	ck_assert_int_eq(c->max_deliveries, 5);
 	ck_assert_int_eq(c->log_level, LOG_LEVEL_INFO);
 	ck_assert_double_eq(c->shutdown_grace, 30);
 	ck_assert_uint_eq(c->ntasks, 0);

@@ -849,6 +849,120 @@ END_TEST
 
 /* envelope_free leaves a zeroed envelope, so a second call is harmless and
  * the struct can be parsed into again. */
+/* Delivery counts: x-delivery-count (the broker's) and x-taskd-deliveries
+ * (ours), read from any integer kind; anything else counts as absent.  Ours
+ * counts the deliveries of earlier copies, the broker's (or redelivered)
+ * those of this one: they add up. */
+static const struct count_row {
+	amqp_field_value_t broker;   /* VOID kind = header absent */
+	amqp_field_value_t own;
+	bool redelivered;
+	long want;
+} count_rows[] = {
+	{ { .kind = AMQP_FIELD_KIND_VOID }, { .kind = AMQP_FIELD_KIND_VOID }, false, 0 },
+	{ { .kind = AMQP_FIELD_KIND_VOID }, { .kind = AMQP_FIELD_KIND_VOID }, true, 1 },
+	{ { .kind = AMQP_FIELD_KIND_I64, .value.i64 = 3 }, { .kind = AMQP_FIELD_KIND_VOID }, true, 3 },
+	{ { .kind = AMQP_FIELD_KIND_I32, .value.i32 = 0 }, { .kind = AMQP_FIELD_KIND_VOID }, false, 0 },
+	{ { .kind = AMQP_FIELD_KIND_VOID }, { .kind = AMQP_FIELD_KIND_I64, .value.i64 = 4 }, false, 4 },
+	{ { .kind = AMQP_FIELD_KIND_VOID }, { .kind = AMQP_FIELD_KIND_I64, .value.i64 = 4 }, true, 5 },
+	{ { .kind = AMQP_FIELD_KIND_U8, .value.u8 = 9 }, { .kind = AMQP_FIELD_KIND_I16, .value.i16 = 2 }, true, 11 },
+	/* a quorum queue's copy handed back with 2: the broker starts at 0 */
+	{ { .kind = AMQP_FIELD_KIND_I64, .value.i64 = 0 }, { .kind = AMQP_FIELD_KIND_I64, .value.i64 = 2 }, false, 2 },
+	{ { .kind = AMQP_FIELD_KIND_I64, .value.i64 = 2 }, { .kind = AMQP_FIELD_KIND_I64, .value.i64 = 2 }, true, 4 },
+	{ { .kind = AMQP_FIELD_KIND_I32, .value.i32 = 1 }, { .kind = AMQP_FIELD_KIND_I32, .value.i32 = 6 }, true, 7 },
+	/* a client cannot lower a count, nor overflow one */
+	{ { .kind = AMQP_FIELD_KIND_I64, .value.i64 = -100 }, { .kind = AMQP_FIELD_KIND_I64, .value.i64 = -100 }, true, 1 },
+	{ { .kind = AMQP_FIELD_KIND_F64, .value.f64 = 2.5 }, F_STR("7"), true, 1 },
+	{ { .kind = AMQP_FIELD_KIND_VOID }, { .kind = AMQP_FIELD_KIND_I64, .value.i64 = INT64_MAX }, true, 1000000001 },
+	{ { .kind = AMQP_FIELD_KIND_U64, .value.u64 = UINT64_MAX }, { .kind = AMQP_FIELD_KIND_VOID }, false, 1000000000 },
+};
+
+START_TEST(test_delivery_counts)
+{
+	const struct count_row *r = &count_rows[_i];
+	struct msg m;
+	struct envelope env;
+
+	msg_init(&m);
+	msg_prop(&m, AMQP_BASIC_TYPE_FLAG, &m.p.type, (struct sb)SB("echo"));
+	if (r->broker.kind != AMQP_FIELD_KIND_VOID)
+		msg_header(&m, "x-delivery-count", r->broker);
+	if (r->own.kind != AMQP_FIELD_KIND_VOID)
+		msg_header(&m, ENVELOPE_TASKD_COUNT, r->own);
+	parse(&m.p, 0, &lim_default, zero16, &env);
+	ck_assert_msg(env.error == ENVELOPE_OK, "row %d: %s", _i, env.message);
+	ck_assert_msg(envelope_deliveries(&env, r->redelivered) == r->want,
+	    "row %d: %ld deliveries, want %ld", _i,
+	    envelope_deliveries(&env, r->redelivered), r->want);
+	envelope_free(&env);
+}
+END_TEST
+
+/* The copy that goes back to the queue: every property as it was, in
+ * memory of its own (the delivery's is recycled), both counts replaced by
+ * ours, other headers kept. */
+START_TEST(test_recount_copy)
+{
+	struct msg m;
+	amqp_field_value_t old = { .kind = AMQP_FIELD_KIND_I64, .value.i64 = 2 };
+	amqp_field_value_t xdc = { .kind = AMQP_FIELD_KIND_I64, .value.i64 = 7 };
+	amqp_pool_t pool;
+	amqp_basic_properties_t out;
+	char type[] = "echo", mid[] = "m-1", rto[] = "replies", task[] = "sha256";
+	amqp_field_value_t th = { .kind = AMQP_FIELD_KIND_UTF8,
+	    .value.bytes = { sizeof(task) - 1, task } };
+
+	msg_init(&m);
+	msg_prop(&m, AMQP_BASIC_TYPE_FLAG, &m.p.type, (struct sb){ type, 4 });
+	msg_prop(&m, AMQP_BASIC_MESSAGE_ID_FLAG, &m.p.message_id, (struct sb){ mid, 3 });
+	msg_prop(&m, AMQP_BASIC_REPLY_TO_FLAG, &m.p.reply_to, (struct sb){ rto, 7 });
+	m.p._flags |= AMQP_BASIC_DELIVERY_MODE_FLAG | AMQP_BASIC_PRIORITY_FLAG;
+	m.p.delivery_mode = 2;
+	m.p.priority = 3;
+	msg_header(&m, ENVELOPE_TASKD_COUNT, old);
+	msg_header(&m, "task", th);
+	msg_header(&m, "x-delivery-count", xdc);
+
+	init_amqp_pool(&pool, 512);
+	ck_assert_int_eq(envelope_recount(&m.p, 3, &pool, &out), 0);
+	/* Scribble over the source: the copy must not share its bytes. */
+	memset(type, 'X', 4);
+	memset(mid, 'X', 3);
+	memset(task, 'X', 6);
+	ck_assert_uint_eq(out.type.len, 4);
+	ck_assert(memcmp(out.type.bytes, "echo", 4) == 0);
+	ck_assert(memcmp(out.message_id.bytes, "m-1", 3) == 0);
+	ck_assert(memcmp(out.reply_to.bytes, "replies", 7) == 0);
+	ck_assert_int_eq(out.delivery_mode, 2);
+	ck_assert_int_eq(out.priority, 3);
+	ck_assert(out._flags & AMQP_BASIC_HEADERS_FLAG);
+	ck_assert_int_eq(out.headers.num_entries, 2);
+	ck_assert(memcmp(out.headers.entries[0].key.bytes, "task", 4) == 0);
+	ck_assert(memcmp(out.headers.entries[0].value.value.bytes.bytes, "sha256", 6) == 0);
+	const amqp_table_entry_t *e = &out.headers.entries[1];
+	ck_assert_uint_eq(e->key.len, strlen(ENVELOPE_TASKD_COUNT));
+	ck_assert(memcmp(e->key.bytes, ENVELOPE_TASKD_COUNT, e->key.len) == 0);
+	ck_assert_int_eq(e->value.kind, AMQP_FIELD_KIND_I64);
+	ck_assert_int_eq(e->value.value.i64, 3);
+
+	/* Read back, it counts 3 (4 once redelivered), not the broker's 7. */
+	struct envelope env;
+	parse(&out, 0, &lim_default, zero16, &env);
+	ck_assert_int_eq(envelope_deliveries(&env, false), 3);
+	ck_assert_int_eq(envelope_deliveries(&env, true), 4);
+	envelope_free(&env);
+	empty_amqp_pool(&pool);
+
+	/* A message without properties gets just the header. */
+	init_amqp_pool(&pool, 512);
+	ck_assert_int_eq(envelope_recount(NULL, 1, &pool, &out), 0);
+	ck_assert_int_eq(out._flags, AMQP_BASIC_HEADERS_FLAG);
+	ck_assert_int_eq(out.headers.num_entries, 1);
+	ck_assert_int_eq(out.headers.entries[0].value.value.i64, 1);
+	empty_amqp_pool(&pool);
+}
+END_TEST
+
 START_TEST(test_free_twice)
 {
 	struct envelope env;
@@ -888,6 +1002,8 @@ main(void)
 	tcase_add_loop_test(tc, test_content_type, 0, NROWS(ctype_rows));
 	tcase_add_test(tc, test_error_codes);
 	tcase_add_test(tc, test_free_twice);
+	tcase_add_loop_test(tc, test_delivery_counts, 0, NROWS(count_rows));
+	tcase_add_test(tc, test_recount_copy);
 	suite_add_tcase(s, tc);
 
 	SRunner *sr = srunner_create(s);
