@@ -295,7 +295,7 @@ class SuspectAlone(TaskdTestCase):
         d = self.taskd({"queue.type": queue_type, "limits.max_deliveries": self.MAX},
                        start=False)
         d.start(wait=False)
-        line = d.wait_log(r'task suspect\\u000a1 \(sleep\), delivered 2 times before \(its '
+        line = d.wait_log(r'task suspect\\+u000a1 \(sleep\), delivered 2 times before \(its '
                           r'last allowed delivery\), may be what crashed taskd: running it '
                           r'alone once the (\d+) others in flight are done', 30)
         self.in_flight = int(re.search(r"once the (\d+) others", line).group(1))
@@ -326,7 +326,7 @@ class SuspectAlone(TaskdTestCase):
         got = self.collect_ids(["suspect"], timeout=30, got=got)
         self.check_alone(got)
         self.assertEqual(d.log_lines(r"runs beside"), [], d.log_tail())
-        d.wait_log(r'task suspect\\u000a1 \(sleep\) ran alone and was answered ok', 15)
+        d.wait_log(r'task suspect\\+u000a1 \(sleep\) ran alone and was answered ok', 15)
         d.wait_log(r"taking tasks again, at most 1 at a time \(\d+ handed back", 15)
         got = self.collect_ids(self.others, timeout=120, got=got)
         self.check_all_ok(got)
@@ -369,5 +369,5 @@ class SuspectAlone(TaskdTestCase):
         d.start()
         got = self.collect_ids(self.others + ["suspect"], timeout=120, got=got)
         self.check_all_ok(got)
-        d.wait_log(r"task suspect\\u000a1 \(sleep\) ran alone and was answered ok", 15)
+        d.wait_log(r"task suspect\\+u000a1 \(sleep\) ran alone and was answered ok", 15)
         self.assert_alive(d)
