@@ -929,6 +929,12 @@ class Chaos:
 # --------------------------------------------------------------------------
 # The checker
 
+# limits.max_deliveries as the nodes run (taskd's default), and the faults
+# that put a node's tasks back in the queue.
+MAX_DELIVERIES = 5
+REDELIVERING = ("kill9", "term", "hup", "broker_restart", "broker_freeze")
+
+
 def judge(books):
     """(wrong list, status counter, duplicate count, tasks answered twice+)."""
     wrong = []
@@ -973,6 +979,14 @@ def judge(books):
                         a.attempt, retries)
                 elif not any(t.t_pub <= end and start <= a.t for start, end in kills):
                     why = "worker_crashed, but no worker was killed while it ran"
+            elif a.status == "rejected" and a.code == "delivery_limit":
+                # Right only for a task that could have been delivered more
+                # than limits.max_deliveries times: each fault that ends a
+                # node or its connection hands its tasks out again.
+                hits = sum(1 for f in books.faults if f[1] in REDELIVERING and
+                           t.t_pub <= f[0] <= a.t)
+                if hits < MAX_DELIVERIES:
+                    why = "delivery_limit after only %d faults that redeliver" % hits
             else:
                 why = "status %r, error %r" % (a.status, a.code)
             if why:
@@ -985,6 +999,8 @@ def judge_selftest():
     judge() must reject a made-up wrong answer and accept a right one."""
     books = Books("self")
     books.faults.append([100.0, "workers", "", 100.5])
+    for i in range(MAX_DELIVERIES):
+        books.faults.append([300.0 + i, "kill9", "", 300.0 + i])
     body = b"42"
 
     def case(name, expect, status, code=None, out=body, attempt=1, t_answer=50.0,
@@ -1000,7 +1016,8 @@ def judge_selftest():
              case("sleep_retry", "timeout", "timeout", "timeout", attempt=3),
              case("sha256", "ok", "error", "worker_crashed", t_answer=101.0),
              case("burn", "ok", "error", "worker_crashed", t_pub=100.2, t_answer=100.3),
-             case("echo", "ok", "timeout", "timeout", t_pub=0.0, t_answer=200.0)]
+             case("echo", "ok", "timeout", "timeout", t_pub=0.0, t_answer=200.0),
+             case("sleep", "ok", "rejected", "delivery_limit", t_pub=299.0, t_answer=310.0)]
     wrong = [case("echo", "ok", "ok", out=b"43"),
              case("echo", "ok", "ok", typ="sleep"),
              case("sleep", "timeout", "ok"),
@@ -1011,7 +1028,8 @@ def judge_selftest():
              case("burn_retry", "ok", "error", "worker_crashed", t_answer=101.0),
              case("sleep", "ok", "error", "worker_crashed", t_answer=101.0),
              case("echo", "ok", "error", "handler_failed"),
-             case("echo", "ok", "rejected", "unknown_task")]
+             case("echo", "ok", "rejected", "unknown_task"),
+             case("sleep", "ok", "rejected", "delivery_limit", t_pub=301.5, t_answer=310.0)]
     found = set(t.n for t, a, why in judge(books)[0])
     for t in right:
         assert t.n not in found, "judge() rejects right answer %d" % t.n
