@@ -90,6 +90,8 @@ struct dispatch {
 	bool bound_over;              /* shutdown.grace passed while emptying */
 	struct recount *suspect_copy; /* how it goes back if it cannot run */
 	size_t handed_back;           /* during this isolation */
+	size_t stragglers;            /* of them, after the cancel-ok */
+	bool resume_due;              /* consume once nothing is in flight */
 	ev_timer iso_bound;           /* the wait for the others is over */
 	ev_timer iso_step;            /* next step, once the acks are out */
 	bool admitting;
@@ -196,6 +198,8 @@ task_free(struct task *t)
 			dispatch_iso_over(d);
 	} else if (d->iso == ISO_EMPTYING) {
 		dispatch_iso_check(d);
+	} else if (d->resume_due && d->st.in_flight == 0 && !ev_is_active(&d->iso_step)) {
+		ev_timer_start(d->loop, &d->iso_step);
 	}
 	if (d->draining && d->st.in_flight == 0 && d->idle != NULL) {
 		void (*idle)(void *) = d->idle;
@@ -674,9 +678,11 @@ dispatch_on_delivery(void *ctx, struct broker_delivery *dlv)
 		/* It ran (or was handed out) max times and never got settled:
 		 * most likely it takes taskd down with it.  Rejected without
 		 * requeue, so a dead-letter policy keeps it for a human. */
-		char m[160];
+		char m[240];
 		snprintf(m, sizeof(m), "delivered %ld times, more than limits.max_deliveries "
-		    "(%d): it never finished (does it crash taskd?)", before + 1, max);
+		    "(%d): it never finished (does it crash taskd?) [x-taskd-deliveries %ld, "
+		    "x-delivery-count %ld%s]", before + 1, max, t->env.taskd_count,
+		    t->env.broker_count, dlv->redelivered ? ", redelivered" : "");
 		task_reject(t, "delivery_limit", m);
 		return;
 	}
@@ -708,6 +714,8 @@ dispatch_on_delivery(void *ctx, struct broker_delivery *dlv)
 	if (d->iso != ISO_NONE) {
 		/* Came after the cancel: it must not be in flight while the
 		 * suspect runs, nor pay for it. */
+		if (d->cancel_seen)
+			d->stragglers++;
 		task_hand_back(t, dlv->props, before);
 		return;
 	}
@@ -787,6 +795,8 @@ dispatch_isolate(struct dispatch *d, struct task *t, const amqp_basic_properties
 	d->iso = ISO_EMPTYING;
 	d->suspect = t;
 	d->handed_back = 0;
+	d->stragglers = 0;
+	d->resume_due = false;
 	t->state = TASK_SUSPECT;
 	t->alone = true;
 	int rc = broker_cancel_consumer(d->broker);
@@ -865,7 +875,12 @@ dispatch_iso_step_cb(struct ev_loop *loop, ev_timer *w, int revents)
 		task_start(d->suspect);   /* may finish at once */
 		break;
 	case ISO_NONE:
-		/* The suspect's ack is out: take tasks again. */
+		/* The suspect's ack is out, and those of the tasks handed back
+		 * while it ran (a quorum queue may still deliver after the
+		 * cancel-ok): a crash now would count them.  Take tasks again. */
+		if (!d->resume_due || d->st.in_flight > 0)
+			return;    /* the last task_free starts us again */
+		d->resume_due = false;
 		if (!d->draining)
 			(void)broker_consume(d->broker, suspect_window(&d->caution));
 		break;
@@ -883,9 +898,12 @@ dispatch_iso_over(struct dispatch *d)
 	ev_timer_stop(d->loop, &d->iso_bound);
 	ev_timer_stop(d->loop, &d->iso_step);
 	d->iso = ISO_NONE;
+	d->resume_due = true;
 	log_info("taking tasks again, at most %d at a time (%zu handed back meanwhile, "
-	    "their counts unchanged)", suspect_window(&d->caution), d->handed_back);
-	ev_timer_start(d->loop, &d->iso_step);
+	    "%zu of them after the cancel-ok, their counts unchanged)",
+	    suspect_window(&d->caution), d->handed_back, d->stragglers);
+	if (d->st.in_flight == 0)
+		ev_timer_start(d->loop, &d->iso_step);
 }
 
 /* Ends an isolation without consuming again: a stop, a switch, a lost
@@ -899,6 +917,7 @@ dispatch_iso_abort(struct dispatch *d)
 	ev_timer_stop(d->loop, &d->iso_step);
 	d->iso = ISO_NONE;
 	d->suspect = NULL;
+	d->resume_due = false;
 }
 
 /* The level went down a step: a new consumer with the wider window. */

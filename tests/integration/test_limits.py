@@ -202,8 +202,9 @@ class PoisonLoop(TaskdTestCase):
             restart_if_dead()
             got += self.client.consume_until(self.reply_queue, lambda r: False, 0.3)
 
-        self.assertEqual(crashes, self.MAX, "one crash per allowed delivery")
         (p,) = [r for r in got if r.correlation_id == "poison"]
+        self.assertEqual(crashes, self.MAX, "one crash per allowed delivery; answered %r"
+                         % (p.body,))
         doc = self.assert_rejected(p, "delivery_limit")
         self.assertIn("delivered %d times" % (self.MAX + 1), doc["message"])
         # Rejected without requeue: dead-lettered, not back in the queue.
@@ -216,7 +217,8 @@ class PoisonLoop(TaskdTestCase):
                 break
             dead.append(r)
         self.assertEqual([r.correlation_id for r in dead], ["poison"],
-                         "only the poison may be dead-lettered")
+                         "only the poison may be dead-lettered; answers: %r"
+                         % [r.body for r in got if r.status != "ok"][:4])
 
         # Everything else is answered ok (at least once: at-least-once), and
         # never rejected: the poison cost only itself.
