@@ -580,14 +580,7 @@ task_retry_cb(struct ev_loop *loop, ev_timer *w, int revents)
 {
 	(void)loop;
 	(void)revents;
-	struct task *t = w->data;
-	if (t->handler->kind == HANDLER_IO) {
-		t->state = TASK_WAITING;
-		fifo_push(&t->d->waiting, t);
-		dispatch_admit(t->d);
-	} else {
-		task_run(t);
-	}
+	task_start(w->data);
 }
 
 static void
