@@ -777,6 +777,19 @@ class TaskdTestCase(unittest.TestCase):
         return doc
 
 
+def sockets_of(pid):
+    """Inodes of the sockets open in pid."""
+    out = set()
+    for fd in os.listdir("/proc/%d/fd" % pid):
+        try:
+            link = os.readlink("/proc/%d/fd/%s" % (pid, fd))
+        except OSError:
+            continue
+        if link.startswith("socket:["):
+            out.add(link[8:-1])
+    return out
+
+
 def new_id(prefix="c"):
     return "%s-%s" % (prefix, uuid.uuid4().hex)
 

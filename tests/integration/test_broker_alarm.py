@@ -30,7 +30,7 @@ import time
 import pika
 
 from taskdtest import (DEFAULT_TASKS, TaskdTestCase, broker_ctl, broker_pid,
-                       connection_parameters)
+                       connection_parameters, sockets_of)
 
 N_WAITING = 20000
 # A 4 MB send buffer that taskd's budget filled to at least two thirds has
@@ -42,14 +42,7 @@ N_FROZEN = 60000
 def tx_queue(pid):
     """Bytes in the send queues of pid's TCP sockets to the broker."""
     from taskdtest import AMQP_PORT
-    mine = set()
-    for fd in os.listdir("/proc/%d/fd" % pid):
-        try:
-            link = os.readlink("/proc/%d/fd/%s" % (pid, fd))
-        except OSError:
-            continue
-        if link.startswith("socket:["):
-            mine.add(link[8:-1])
+    mine = sockets_of(pid)
     total = 0
     with open("/proc/net/tcp") as f:
         for line in f.readlines()[1:]:

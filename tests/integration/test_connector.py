@@ -23,7 +23,7 @@ import socket
 import threading
 import time
 
-from taskdtest import TaskdTestCase, broker_uri
+from taskdtest import TaskdTestCase, broker_uri, sockets_of
 
 STALL = 30.0     # broker.connect_timeout: far longer than any bound below
 EXIT_BOUND = 3.0
@@ -118,19 +118,6 @@ class FullBacklog:
         for c in self.fillers:
             c.close()
         self.sock.close()
-
-
-def sockets_of(pid):
-    """Inodes of the sockets open in pid."""
-    out = set()
-    for fd in os.listdir("/proc/%d/fd" % pid):
-        try:
-            link = os.readlink("/proc/%d/fd/%s" % (pid, fd))
-        except OSError:
-            continue
-        if link.startswith("socket:["):
-            out.add(link[8:-1])
-    return out
 
 
 def syn_sent_to(pid, port):
