@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <sys/socket.h>
 #include <unistd.h>
 #include <amqp_ssl_socket.h>
@@ -49,6 +50,23 @@ struct connector {
 };
 
 static void connector_unref(struct connector *c);
+
+/* Attempt threads still alive, so that the daemon can give abandoned
+ * ones a moment to end before it exits (connector_settle). */
+static pthread_mutex_t live_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t live_gone = PTHREAD_COND_INITIALIZER;
+static int live_threads;
+
+/* Where the TLS handshake finds its attempt: ex_data of the SSL_CTX that
+ * rabbitmq-c makes for each socket. */
+static pthread_once_t ssl_index_once = PTHREAD_ONCE_INIT;
+static int ssl_index = -1;
+
+static void
+ssl_index_init(void)
+{
+	ssl_index = SSL_CTX_get_ex_new_index(0, NULL, NULL, NULL, NULL);
+}
 
 static char *
 xstrdup(const char *s)
@@ -258,12 +276,35 @@ declare_or_use(struct connector *c, amqp_connection_state_t conn,
 	return 0;
 }
 
+/* Keeps a duplicate of the socket (or cuts it, when the loop has let go
+ * already) as soon as the fd exists: amqp_socket_open_noblock runs the
+ * TLS handshake before it returns, and a peer that never answers it
+ * would otherwise hold the attempt for the whole connect timeout. */
+static void
+handshake_started(const SSL *ssl, int where, int ret)
+{
+	(void)ret;
+	if (!(where & SSL_CB_HANDSHAKE_START) || ssl_index < 0)
+		return;
+	struct connector *c = SSL_CTX_get_ex_data(SSL_get_SSL_CTX(ssl), ssl_index);
+	int fd = SSL_get_fd(ssl);
+	if (c == NULL || fd < 0)
+		return;
+	pthread_mutex_lock(&c->lock);
+	if (c->abandoned)
+		shutdown(fd, SHUT_RDWR);
+	else if (c->fd < 0)
+		c->fd = fcntl(fd, F_DUPFD_CLOEXEC, 0);
+	pthread_mutex_unlock(&c->lock);
+}
+
 static int
 connector_run(struct connector *c, amqp_connection_state_t conn)
 {
 	const struct connector_params *p = &c->params;
 	struct timeval tv;
 	amqp_socket_t *sock;
+	SSL_CTX *ctx = NULL;
 	amqp_rpc_reply_t r;
 	int rc;
 
@@ -286,6 +327,10 @@ connector_run(struct connector *c, amqp_connection_state_t conn)
 			c->res.error = strdup("cannot load the CA certificates for TLS");
 			return -1;
 		}
+		ctx = amqp_ssl_socket_get_context(sock);
+		pthread_once(&ssl_index_once, ssl_index_init);
+		if (ssl_index >= 0 && SSL_CTX_set_ex_data(ctx, ssl_index, c) == 1)
+			SSL_CTX_set_info_callback(ctx, handshake_started);
 	} else {
 		sock = amqp_tcp_socket_new(conn);
 		if (sock == NULL) {
@@ -300,6 +345,12 @@ connector_run(struct connector *c, amqp_connection_state_t conn)
 	}
 
 	rc = amqp_socket_open_noblock(sock, p->uri.host, p->uri.port, &tv);
+	/* TLS 1.3 runs the callback again for messages after the handshake,
+	 * when the connection may be the loop's and c long gone. */
+	if (ctx != NULL) {
+		SSL_CTX_set_info_callback(ctx, NULL);
+		SSL_CTX_set_ex_data(ctx, ssl_index, NULL);
+	}
 	if (rc != AMQP_STATUS_OK) {
 		struct buf b = { 0 };
 		(void)buf_printf(&b, "cannot connect to %s:%d: %s", p->uri.host,
@@ -311,7 +362,7 @@ connector_run(struct connector *c, amqp_connection_state_t conn)
 	 * (EMFILE) it cannot, and the step's own timeout still bounds it. */
 	pthread_mutex_lock(&c->lock);
 	bool gone = c->abandoned;
-	if (!gone)
+	if (!gone && c->fd < 0)
 		c->fd = fcntl(amqp_get_sockfd(conn), F_DUPFD_CLOEXEC, 0);
 	pthread_mutex_unlock(&c->lock);
 	if (gone)
@@ -431,6 +482,11 @@ connector_main(void *arg)
 		ev_async_send(c->loop, &c->async);
 	pthread_mutex_unlock(&c->lock);
 	connector_unref(c);
+
+	pthread_mutex_lock(&live_lock);
+	if (--live_threads == 0)
+		pthread_cond_broadcast(&live_gone);
+	pthread_mutex_unlock(&live_lock);
 	return NULL;
 }
 
@@ -495,8 +551,12 @@ connector_start(struct ev_loop *loop, const struct connector_params *params,
 		sigfillset(&all);
 		pthread_sigmask(SIG_SETMASK, &all, &old);
 		pthread_t thread;
+		pthread_mutex_lock(&live_lock);
 		if (rc == 0)
 			rc = pthread_create(&thread, &attr, connector_main, c);
+		if (rc == 0)
+			live_threads++;
+		pthread_mutex_unlock(&live_lock);
 		pthread_sigmask(SIG_SETMASK, &old, NULL);
 		pthread_attr_destroy(&attr);
 	}
@@ -525,4 +585,24 @@ connector_free(struct connector *c)
 		shutdown(c->fd, SHUT_RDWR);
 	pthread_mutex_unlock(&c->lock);
 	connector_unref(c);
+}
+
+bool
+connector_settle(double seconds)
+{
+	struct timespec until;
+	clock_gettime(CLOCK_REALTIME, &until);
+	until.tv_sec += (time_t)seconds;
+	until.tv_nsec += (long)((seconds - (double)(time_t)seconds) * 1e9);
+	if (until.tv_nsec >= 1000000000L) {
+		until.tv_sec++;
+		until.tv_nsec -= 1000000000L;
+	}
+	pthread_mutex_lock(&live_lock);
+	while (live_threads > 0 &&
+	    pthread_cond_timedwait(&live_gone, &live_lock, &until) == 0)
+		;
+	bool settled = live_threads == 0;
+	pthread_mutex_unlock(&live_lock);
+	return settled;
 }

@@ -18,13 +18,14 @@
  * its connection itself when its current step ends.
  *
  * Abandoning is immediate.  Once the TCP connection is up, shutting the
- * duplicate down makes the blocked step (login, an RPC) fail at once, so
- * the thread and its socket go within milliseconds.  Before that (name
- * lookup, TCP connect, the TLS handshake: inside rabbitmq-c's
- * amqp_socket_open_noblock, which gives no fd out until it returns) the
- * thread lives on until that step fails or times out, bounded by the
- * connect timeout (the lookup by the resolver's own), then frees
- * everything; the loop does not wait for it.
+ * duplicate down makes the blocked step (the TLS handshake, login, an
+ * RPC) fail at once, so the thread and its socket go within milliseconds;
+ * the handshake's socket is learnt from OpenSSL's info callback, since
+ * rabbitmq-c's amqp_socket_open_noblock gives no fd out until the
+ * handshake is over.  Before that (name lookup, TCP connect) the thread
+ * lives on until that step fails or times out, bounded by the connect
+ * timeout (the lookup by the resolver's own), then frees everything; the
+ * loop does not wait for it.
  *
  * A ready connection has:
  *   channel 1: basic.qos(prefetch) and a manual-ack consumer on the queue
@@ -82,6 +83,11 @@ struct connector *connector_start(struct ev_loop *loop,
  * is left when its current step ends (above).  After done has been
  * called, it only lets go of c.  Loop thread only. */
 void connector_free(struct connector *c);
+
+/* Waits up to seconds for every attempt thread, abandoned ones included,
+ * to end; true when none is left.  Called once at exit, so that the
+ * process does not end under a thread that still holds memory. */
+bool connector_settle(double seconds);
 
 void connector_result_clear(struct connector_result *res);
 void connector_params_clear(struct connector_params *p);

@@ -597,6 +597,10 @@ taskd_run(struct conf *conf, struct registry *reg)
 	broker_free(t.broker);
 	coro_teardown();
 	fetch_teardown();
+	/* An attempt stuck in a name lookup or TCP connect ends at its own
+	 * timeout; a stop does not wait that long for it. */
+	if (!connector_settle(1.0))
+		log_info("exiting with a broker connection attempt still under way");
 	ev_timer_stop(t.loop, &t.grace);
 	ev_timer_stop(t.loop, &t.finish);
 	ev_timer_stop(t.loop, &t.reconnect);
