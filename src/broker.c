@@ -72,6 +72,8 @@ struct broker {
 	bool consuming;                 /* consumer_tag is registered */
 	unsigned cancels;               /* basic.cancel sent, cancel-ok due */
 	unsigned consumes;              /* consumers started by broker_consume */
+	uint64_t consumer_id;           /* of consumer_tag; never reused */
+	int window;                     /* consumer_tag's prefetch */
 	struct connector *connector;    /* only while CONNECTING */
 	struct backoff backoff;
 	bool attempted;                 /* a first attempt has ended */
@@ -595,6 +597,11 @@ broker_method(struct broker *b, amqp_channel_t ch, amqp_method_t *m)
 		d->gen = b->gen;
 		d->tag = dv->delivery_tag;
 		d->redelivered = dv->redelivered;
+		/* A cancelled consumer's deliveries may still come (before its
+		 * cancel-ok): they count against no window of the current one. */
+		if (b->consumer_tag != NULL && dv->consumer_tag.len == strlen(b->consumer_tag) &&
+		    memcmp(dv->consumer_tag.bytes, b->consumer_tag, dv->consumer_tag.len) == 0)
+			d->consumer = b->consumer_id;
 		b->cur = d;
 		if (broker_tag_open(b, d->tag) < 0) {
 			broker_lost(b, "out of memory");
@@ -848,6 +855,8 @@ broker_connected(void *ctx, struct connector_result *res)
 	b->reply_durable = res->reply_durable;
 	b->consumer_tag = res->consumer_tag;
 	res->consumer_tag = NULL;
+	b->consumer_id++;
+	b->window = p->prefetch;
 	b->consuming = true;
 	b->cancels = 0;
 	if (res->warning != NULL)
@@ -1228,9 +1237,27 @@ broker_consume(struct broker *b, int prefetch)
 	}
 	free(b->consumer_tag);
 	b->consumer_tag = copy;
+	b->consumer_id++;
+	b->window = q.prefetch_count;
 	b->consuming = true;
 	broker_after_call(b);
 	return 0;
+}
+
+uint64_t
+broker_consumer(const struct broker *b, int *window)
+{
+	if (b->state != BROKER_UP || !b->consuming)
+		return 0;
+	if (window != NULL)
+		*window = b->window;
+	return b->consumer_id;
+}
+
+bool
+broker_cancelling(const struct broker *b)
+{
+	return b->state == BROKER_UP && b->cancels > 0;
 }
 
 int

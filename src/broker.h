@@ -68,6 +68,7 @@ struct broker_delivery {
 	uint64_t gen;
 	uint64_t tag;
 	bool redelivered;
+	uint64_t consumer;              /* broker_consumer() it came to, else 0 */
 	bool oversized;                 /* body dropped: over max_payload */
 	/* Deep copy in the broker's own pool, valid only during the delivery
 	 * callback (read what you need, e.g. envelope_parse, there). */
@@ -154,6 +155,15 @@ int broker_cancel_consumer(struct broker *b);
  * Does nothing unless the connection is up and no consumer is registered.
  * Returns 0, or -1 when the connection just died. */
 int broker_consume(struct broker *b, int prefetch);
+/* The consumer registered now (an id never reused, also across
+ * connections) and its window (prefetch) in *window; 0 while none is.
+ * A cancel sent while fewer than window of its deliveries are unsettled
+ * may meet deliveries on their way, which a quorum queue hands back with
+ * their x-delivery-count raised (docs/decisions.md). */
+uint64_t broker_consumer(const struct broker *b, int *window);
+/* Whether a cancel-ok is still due, so that deliveries may still come
+ * (`cancelled` is called when none can). */
+bool broker_cancelling(const struct broker *b);
 /* The prefetch of the connection settings in force (what a new connection
  * consumes with). */
 int broker_prefetch(const struct broker *b);

@@ -24,6 +24,8 @@ enum task_state {
 	                 * counted copy is unsettled here (task_hold) */
 	TASK_SUSPECT,   /* waits to run alone until the rest is done
 	                 * (dispatch_isolate) */
+	TASK_STASHED,   /* arrived while a cancel waits for a full window
+	                 * (dispatch_quiet): routed once it is sent */
 };
 
 /* Running a suspect alone (suspect.h): the consumer is cancelled, late
@@ -31,6 +33,7 @@ enum task_state {
  * the consumer starts again at the window of the new level. */
 enum iso_state {
 	ISO_NONE,       /* consuming */
+	ISO_QUIETING,   /* the cancel waits for a full window (dispatch_quiet) */
 	ISO_EMPTYING,   /* consumer cancelled: waiting for the others */
 	ISO_ALONE,      /* the suspect runs; no consumer */
 };
@@ -52,6 +55,8 @@ struct task {
 	const struct handler *handler;
 	struct handler_args *args;    /* our reference: survives a reload */
 	struct recount *recount;      /* NULL unless the task goes back as a copy */
+	struct recount *kept;         /* TASK_STASHED: its copy, made while the
+	                               * delivery's properties were there */
 	double timeout;
 	int retries;
 	int attempt;
@@ -89,11 +94,25 @@ struct dispatch {
 	bool cancel_seen;             /* no delivery can follow */
 	bool bound_over;              /* shutdown.grace passed while emptying */
 	struct recount *suspect_copy; /* how it goes back if it cannot run */
+	/* A stop's suspect and its copy, published once no delivery can
+	 * follow: a copy on the queue before the cancel-ok may come back to
+	 * this node, which would requeue it counted. */
+	struct task *parked;
+	struct recount *parked_copy;
 	size_t handed_back;           /* during this isolation */
 	size_t stragglers;            /* of them, after the cancel-ok */
 	bool resume_due;              /* consume once nothing is in flight */
 	ev_timer iso_bound;           /* the wait for the others is over */
 	ev_timer iso_step;            /* next step, once the acks are out */
+	/* A cancel of the consumer, held until its window is full (or
+	 * quiet_bound passed), so that nothing is on its way to it. */
+	bool quieting;
+	bool quiet_over;
+	bool widen_due;               /* consume again at once after it */
+	ev_timer quiet_bound;
+	struct fifo stash;            /* TASK_STASHED, in delivery order */
+	uint64_t used_by;             /* broker_consumer() of the count below */
+	int used;                     /* its deliveries not yet settled */
 	bool admitting;
 	bool draining;
 	void (*idle)(void *ctx);
@@ -115,6 +134,9 @@ static void dispatch_isolate(struct dispatch *d, struct task *t,
 static void dispatch_widen(struct dispatch *d);
 static void task_hand_back(struct task *t, const amqp_basic_properties_t *props,
     long before);
+static void task_route(struct task *t, const amqp_basic_properties_t *props);
+static void dispatch_quiet(struct dispatch *d);
+static void dispatch_quiet_check(struct dispatch *d);
 
 static void
 fifo_push(struct fifo *q, struct task *t)
@@ -179,6 +201,9 @@ task_free(struct task *t)
 	t->prev->next = t->next;
 	t->next->prev = t->prev;
 	d->st.in_flight--;
+	if (t->dlv->consumer != 0 && t->dlv->consumer == d->used_by && d->used > 0)
+		d->used--;
+	recount_free(t->kept);
 	envelope_free(&t->env);
 	if (t->recount != NULL) {
 		recount_free(t->recount);
@@ -191,6 +216,11 @@ task_free(struct task *t)
 	buf_free(&t->call.out.body);
 	handler_args_unref(t->args);
 	bool was_suspect = t == d->suspect;
+	if (t == d->parked) {
+		d->parked = NULL;
+		recount_free(d->parked_copy);
+		d->parked_copy = NULL;
+	}
 	free(t);
 	if (was_suspect) {
 		d->suspect = NULL;
@@ -367,10 +397,23 @@ static void dispatch_admit(struct dispatch *d);
  * kills taskd must still meet limits.max_deliveries.  The original is
  * acked once the copy is confirmed (task_settle).  Returns 0, or -1 when
  * memory ran out (nothing is sent; the caller requeues). */
+/* The copy that carries the count: made now from props, or the one kept
+ * while the task was stashed (props NULL). */
+static struct recount *
+task_recount(struct task *t, const amqp_basic_properties_t *props, long deliveries)
+{
+	if (props == NULL) {
+		struct recount *r = t->kept;
+		t->kept = NULL;
+		return r;
+	}
+	return recount_new(t->d, props, deliveries);
+}
+
 static int
 task_send_back(struct task *t, const amqp_basic_properties_t *props, long deliveries)
 {
-	struct recount *r = recount_new(t->d, props, deliveries);
+	struct recount *r = task_recount(t, props, deliveries);
 	if (r == NULL)
 		return -1;
 	task_send_copy(t, r);
@@ -639,6 +682,13 @@ dispatch_on_delivery(void *ctx, struct broker_delivery *dlv)
 	d->all.prev->next = t;
 	d->all.prev = t;
 	d->st.in_flight++;
+	if (dlv->consumer != 0) {
+		if (dlv->consumer != d->used_by) {
+			d->used_by = dlv->consumer;
+			d->used = 0;
+		}
+		d->used++;
+	}
 
 	if (d->draining) {
 		task_requeue(t);
@@ -679,6 +729,30 @@ dispatch_on_delivery(void *ctx, struct broker_delivery *dlv)
 		task_reject(t, "delivery_limit", m);
 		return;
 	}
+	t->before = before;
+	if (d->quieting) {
+		/* Its properties go with this callback: keep the copy it may
+		 * need, whichever way it is routed. */
+		if (dlv->len <= dispatch_max_message(d))
+			t->kept = recount_new(d, dlv->props, before);
+		t->state = TASK_STASHED;
+		fifo_push(&d->stash, t);
+		dispatch_quiet_check(d);
+		return;
+	}
+	task_route(t, dlv->props);
+}
+
+/* Where a parsed delivery within the limit goes: back to the queue, to
+ * wait, to run alone, or to run.  props are the delivery's, or NULL for a
+ * stashed one (its copy is t->kept). */
+static void
+task_route(struct task *t, const amqp_basic_properties_t *props)
+{
+	struct dispatch *d = t->d;
+	struct broker_delivery *dlv = t->dlv;
+	long before = t->before;
+	int max = d->conf->max_deliveries;
 	const struct registry_entry *e = registry_find(d->reg, t->env.task);
 	if (e == NULL) {
 		struct buf m = { 0 };
@@ -695,7 +769,7 @@ dispatch_on_delivery(void *ctx, struct broker_delivery *dlv)
 	if (max > 0 && dlv->redelivered && !(d->conf->queue_type == CONF_QUEUE_QUORUM &&
 	    t->env.broker_count >= 0)) {
 		if (dlv->len <= dispatch_max_message(d)) {
-			if (task_send_back(t, dlv->props, before) < 0) {
+			if (task_send_back(t, props, before) < 0) {
 				log_error("out of memory: task sent back to the queue");
 				task_requeue(t);
 			}
@@ -709,14 +783,13 @@ dispatch_on_delivery(void *ctx, struct broker_delivery *dlv)
 		 * suspect runs, nor pay for it. */
 		if (d->cancel_seen)
 			d->stragglers++;
-		task_hand_back(t, dlv->props, before);
+		task_hand_back(t, props, before);
 		return;
 	}
 	t->handler = e->handler;
 	t->args = handler_args_ref(e->args);
 	t->retries = e->retries;
 	t->timeout = e->timeout;
-	t->before = before;
 	/* A client may only shorten the operator's limit. */
 	if (t->env.timeout > 0 && t->env.timeout < t->timeout)
 		t->timeout = t->env.timeout;
@@ -724,7 +797,7 @@ dispatch_on_delivery(void *ctx, struct broker_delivery *dlv)
 	if (max > 0) {
 		switch (suspect_arrival(&d->caution, before)) {
 		case SUSPECT_ALONE:
-			dispatch_isolate(d, t, dlv->props);
+			dispatch_isolate(d, t, props);
 			return;
 		case SUSPECT_WIDEN:
 			dispatch_widen(d);
@@ -784,27 +857,98 @@ dispatch_isolate(struct dispatch *d, struct task *t, const amqp_basic_properties
 	/* Kept for a stop before it runs: a requeue would count a delivery,
 	 * on its last allowed one a rejection it did nothing for. */
 	if (dispatch_max_message(d) >= t->dlv->len)
-		d->suspect_copy = recount_new(d, props, t->before);
-	d->iso = ISO_EMPTYING;
+		d->suspect_copy = task_recount(t, props, t->before);
+	d->iso = ISO_QUIETING;
 	d->suspect = t;
 	d->handed_back = 0;
 	d->stragglers = 0;
 	d->resume_due = false;
 	t->state = TASK_SUSPECT;
 	t->alone = true;
-	int rc = broker_cancel_consumer(d->broker);
-	if (rc < 0)
-		return;   /* the connection died: `down` ended all this */
-	d->cancel_seen = rc == 0;
-	d->bound_over = false;
 	log_warn("task %s (%s), delivered %ld time%s before%s, may be what crashed taskd: "
 	    "running it alone once the %zu others in flight are done (taking no new tasks)",
 	    t->env.task_id, t->env.task, t->before, t->before == 1 ? "" : "s",
 	    suspect_last(&d->caution, t->before) ? " (its last allowed delivery)" : "",
 	    d->st.in_flight - 1);
+	dispatch_quiet(d);
+}
+
+/* The quiet cancel of an isolation is out: what was stashed meanwhile goes
+ * back (task_route), the rest finishes. */
+static int
+dispatch_iso_cancel(struct dispatch *d)
+{
+	int rc = broker_cancel_consumer(d->broker);
+	if (rc < 0)
+		return -1;   /* the connection died: `down` ends all this */
+	d->iso = ISO_EMPTYING;
+	d->cancel_seen = rc == 0;
+	d->bound_over = false;
 	ev_timer_set(&d->iso_bound, d->conf->shutdown_grace, 0.0);
 	ev_timer_start(d->loop, &d->iso_bound);
 	dispatch_iso_check(d);
+	return 0;
+}
+
+/*
+ * A quiet cancel.  A quorum queue (RabbitMQ 3.10) hands a delivery that is
+ * on its way to a consumer when the cancel reaches it back to the queue
+ * with its x-delivery-count raised, as if taskd had crashed with it: on a
+ * task's last allowed delivery, a rejection it did nothing for.  Nothing
+ * is on its way once the consumer's window is full, so the cancel waits
+ * for that, stashing what arrives meanwhile (routed once the cancel is
+ * out), for at most QUIET_BOUND: a queue with too few tasks to fill the
+ * window has nothing to send either.
+ */
+#define QUIET_BOUND 0.5
+
+static void
+dispatch_quiet(struct dispatch *d)
+{
+	if (d->quieting)
+		return;
+	d->quieting = true;
+	d->quiet_over = false;
+	ev_timer_set(&d->quiet_bound, QUIET_BOUND, 0.0);
+	ev_timer_start(d->loop, &d->quiet_bound);
+	dispatch_quiet_check(d);
+}
+
+static void
+dispatch_quiet_check(struct dispatch *d)
+{
+	if (!d->quieting)
+		return;
+	int window = 0;
+	uint64_t c = broker_consumer(d->broker, &window);
+	if (c != 0 && !d->quiet_over && !(c == d->used_by && d->used >= window))
+		return;
+	d->quieting = false;
+	ev_timer_stop(d->loop, &d->quiet_bound);
+	if (d->iso == ISO_QUIETING) {
+		if (dispatch_iso_cancel(d) < 0)
+			return;
+	} else if (d->widen_due) {
+		d->widen_due = false;
+		if (broker_cancel_consumer(d->broker) < 0 ||
+		    broker_consume(d->broker, suspect_window(&d->caution)) < 0)
+			return;
+	}
+	/* In delivery order; a task among them may start another quiet
+	 * cancel, and the rest waits for that one. */
+	struct task *t;
+	while (!d->quieting && (t = fifo_pop(&d->stash)) != NULL)
+		task_route(t, NULL);
+}
+
+static void
+dispatch_quiet_bound_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+	(void)loop;
+	(void)revents;
+	struct dispatch *d = w->data;
+	d->quiet_over = true;
+	dispatch_quiet_check(d);
 }
 
 /* Whether the suspect may start: alone once nothing else is in flight and
@@ -833,6 +977,13 @@ dispatch_on_cancelled(void *ctx)
 {
 	struct dispatch *d = ctx;
 	d->cancel_seen = true;
+	if (d->parked != NULL) {
+		struct task *t = d->parked;
+		struct recount *copy = d->parked_copy;
+		d->parked = NULL;
+		d->parked_copy = NULL;
+		task_send_copy(t, copy);
+	}
 	dispatch_iso_check(d);
 }
 
@@ -865,6 +1016,8 @@ dispatch_iso_step_cb(struct ev_loop *loop, ev_timer *w, int revents)
 		recount_free(d->suspect_copy);
 		d->suspect_copy = NULL;
 		d->iso = ISO_ALONE;
+		log_info("task %s (%s) runs alone now", d->suspect->env.task_id,
+		    d->suspect->env.task);
 		task_start(d->suspect);   /* may finish at once */
 		break;
 	case ISO_NONE:
@@ -877,6 +1030,7 @@ dispatch_iso_step_cb(struct ev_loop *loop, ev_timer *w, int revents)
 		if (!d->draining)
 			(void)broker_consume(d->broker, suspect_window(&d->caution));
 		break;
+	case ISO_QUIETING:
 	case ISO_ALONE:
 		break;
 	}
@@ -908,6 +1062,10 @@ dispatch_iso_abort(struct dispatch *d)
 	d->suspect_copy = NULL;
 	ev_timer_stop(d->loop, &d->iso_bound);
 	ev_timer_stop(d->loop, &d->iso_step);
+	/* Stashed tasks stay stashed for the caller to drop or requeue. */
+	ev_timer_stop(d->loop, &d->quiet_bound);
+	d->quieting = false;
+	d->widen_due = false;
 	d->iso = ISO_NONE;
 	d->suspect = NULL;
 	d->resume_due = false;
@@ -920,8 +1078,8 @@ dispatch_widen(struct dispatch *d)
 	log_info("no task delivered more than %ld time%s before among the last ones: "
 	    "taking up to %d at a time", d->caution.level, d->caution.level == 1 ? "" : "s",
 	    suspect_window(&d->caution));
-	if (broker_cancel_consumer(d->broker) >= 0)
-		(void)broker_consume(d->broker, suspect_window(&d->caution));
+	d->widen_due = true;
+	dispatch_quiet(d);
 }
 
 static void
@@ -989,6 +1147,9 @@ task_drop(struct task *t)
 		break;
 	case TASK_HELD:
 		fifo_remove(&d->held, t);
+		break;
+	case TASK_STASHED:
+		fifo_remove(&d->stash, t);
 		break;
 	case TASK_SUSPECT:
 	case TASK_RETRY:
@@ -1060,7 +1221,8 @@ dispatch_new(struct ev_loop *loop, const struct conf *conf,
 	suspect_init(&d->caution, conf->max_deliveries, 1);
 	ev_timer_init(&d->iso_bound, dispatch_iso_bound_cb, 0.0, 0.0);
 	ev_timer_init(&d->iso_step, dispatch_iso_step_cb, 0.0, 0.0);
-	d->iso_bound.data = d->iso_step.data = d;
+	ev_timer_init(&d->quiet_bound, dispatch_quiet_bound_cb, 0.0, 0.0);
+	d->iso_bound.data = d->iso_step.data = d->quiet_bound.data = d;
 	if (getrandom(d->rng, sizeof(d->rng), 0) != sizeof(d->rng)) {
 		struct timespec ts;
 		clock_gettime(CLOCK_REALTIME, &ts);
@@ -1108,10 +1270,14 @@ dispatch_drain(struct dispatch *d, void (*idle)(void *ctx), void *ctx)
 	d->suspect_copy = NULL;
 	dispatch_iso_abort(d);
 	if (t != NULL && t->state == TASK_SUSPECT) {
-		if (copy != NULL)
-			task_send_copy(t, copy);
-		else
+		if (copy == NULL) {
 			task_requeue(t);
+		} else if (broker_consumer(d->broker, NULL) == 0 && !broker_cancelling(d->broker)) {
+			task_send_copy(t, copy);
+		} else {
+			d->parked = t;
+			d->parked_copy = copy;
+		}
 	} else {
 		recount_free(copy);
 	}
@@ -1119,6 +1285,8 @@ dispatch_drain(struct dispatch *d, void (*idle)(void *ctx), void *ctx)
 	while ((t = fifo_pop(&d->waiting)) != NULL)
 		task_requeue(t);
 	while ((t = fifo_pop(&d->held)) != NULL)
+		task_requeue(t);
+	while ((t = fifo_pop(&d->stash)) != NULL)
 		task_requeue(t);
 	t = d->all.next;
 	while (t != &d->all) {
@@ -1179,6 +1347,7 @@ dispatch_free(struct dispatch *d)
 	ev_timer_stop(d->loop, &d->release);
 	ev_timer_stop(d->loop, &d->iso_bound);
 	ev_timer_stop(d->loop, &d->iso_step);
+	ev_timer_stop(d->loop, &d->quiet_bound);
 	free(d->worker);
 	free(d);
 }

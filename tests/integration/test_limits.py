@@ -321,7 +321,8 @@ class SuspectAlone(TaskdTestCase):
         for r in got:
             by.setdefault(r.correlation_id, []).append(r)
         bad = [c for c in self.others + ["suspect"] if any(r.status != "ok" for r in by[c])]
-        self.assertEqual(bad, [], "not answered ok: %r" % [by[c][0] for c in bad[:3]])
+        self.assertEqual(bad, [], "not answered ok: %r%s" % ([by[c][0] for c in bad[:3]],
+                                                            self.daemon_logs()))
 
     def check_runs_alone(self, queue_type):
         d, got = self.start_with_suspect(queue_type)
@@ -350,6 +351,7 @@ class SuspectAlone(TaskdTestCase):
         # SIGTERM while it runs alone: it finishes within shutdown.grace and
         # is answered, and the rest is still in the queue for the next start.
         d, got = self.start_with_suspect("classic")
+        d.wait_log(r"task suspect\\+u000a1 \(sleep\) runs alone now", 15)
         d.stop()
         got = self.collect_ids(["suspect"], timeout=15, got=got)
         self.check_alone(got)
