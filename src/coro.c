@@ -456,6 +456,12 @@ coro_teardown(void)
 	S.loop = NULL;
 }
 
+void
+coro_trim(void)
+{
+	stack_drop_free();
+}
+
 struct coro *
 coro_new(void (*fn)(void *arg), void (*done)(void *arg), void *arg)
 {

@@ -79,6 +79,9 @@ int coro_setup(struct ev_loop *loop, size_t stack_size);
 int coro_set_stack_size(size_t stack_size);
 /* Frees the cached stacks.  Every coroutine must have finished. */
 void coro_teardown(void);
+/* Unmaps the cached stacks (an idle daemon gives their pages back);
+ * coroutines alive keep theirs.  Later coroutines map new ones. */
+void coro_trim(void);
 
 /* Makes a coroutine that will run fn(arg) and, once fn has returned and
  * the coroutine is recycled, call done(arg) on the main context (done may

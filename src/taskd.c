@@ -1,6 +1,7 @@
 #include "taskd.h"
 
 #include <errno.h>
+#include <malloc.h>
 #include <sched.h>
 #include <signal.h>
 #include <stdio.h>
@@ -29,6 +30,7 @@
 
 /* How often STATUS= is refreshed for `systemctl status`. */
 #define TASKD_STATUS_EVERY 5.0
+#define TASKD_QUIET_EVERY 2.0
 /* Slack over the remaining grace when asking the manager for more time. */
 #define TASKD_STOP_SLACK 15.0
 
@@ -59,6 +61,9 @@ struct taskd {
 	ev_timer reconnect;  /* ends TASKD_SWITCHING, from the loop */
 	ev_timer status;     /* refreshes STATUS= (service manager only) */
 	ev_timer watchdog;   /* WATCHDOG=1 at half WATCHDOG_USEC */
+	ev_timer quiet;      /* gives memory back once the node is idle */
+	uint64_t quiet_seen; /* tasks settled at its last tick */
+	bool trimmed;        /* since the node last had work */
 	bool ready;          /* READY=1 sent */
 	int exit_status;
 };
@@ -217,6 +222,36 @@ taskd_status_cb(struct ev_loop *loop, ev_timer *w, int revents)
 	} else {
 		taskd_notify_status(t, NULL);
 	}
+}
+
+/*
+ * A node that has gone idle gives back the memory its last peak of tasks
+ * left behind: glibc keeps freed heap pages for reuse, and the coroutine
+ * stack cache keeps the pages its stacks touched.  On a small server an
+ * idle taskd should cost what it needs, not its busiest minute (measured
+ * in bench/soak).  Once per idle spell: a tick with nothing in flight and
+ * nothing settled since the one before.
+ */
+static void
+taskd_quiet_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+	(void)loop;
+	(void)revents;
+	struct taskd *t = w->data;
+	struct dispatch_stats st;
+	dispatch_stats(t->dispatch, &st);
+	uint64_t settled = st.ok + st.failed + st.rejected + st.requeued;
+	bool idle = st.in_flight == 0 && settled == t->quiet_seen;
+	t->quiet_seen = settled;
+	if (!idle) {
+		t->trimmed = false;
+		return;
+	}
+	if (t->trimmed)
+		return;
+	t->trimmed = true;
+	coro_trim();
+	(void)malloc_trim(0);
 }
 
 static void
@@ -565,7 +600,9 @@ taskd_run(struct conf *conf, struct registry *reg)
 	ev_timer_init(&t.status, taskd_status_cb, TASKD_STATUS_EVERY, TASKD_STATUS_EVERY);
 	ev_timer_init(&t.watchdog, taskd_watchdog_cb, 0.0, notify_watchdog_usec() / 2e6);
 	t.sigterm.data = t.sigint.data = t.sighup.data = t.grace.data = &t;
-	t.status.data = t.watchdog.data = &t;
+	ev_timer_init(&t.quiet, taskd_quiet_cb, TASKD_QUIET_EVERY, TASKD_QUIET_EVERY);
+	t.status.data = t.watchdog.data = t.quiet.data = &t;
+	ev_timer_start(t.loop, &t.quiet);
 	if (notify_enabled())
 		ev_timer_start(t.loop, &t.status);
 	if (notify_watchdog_usec() > 0)
@@ -606,6 +643,7 @@ taskd_run(struct conf *conf, struct registry *reg)
 	ev_timer_stop(t.loop, &t.reconnect);
 	ev_timer_stop(t.loop, &t.status);
 	ev_timer_stop(t.loop, &t.watchdog);
+	ev_timer_stop(t.loop, &t.quiet);
 	ev_signal_stop(t.loop, &t.sigterm);
 	ev_signal_stop(t.loop, &t.sigint);
 	ev_signal_stop(t.loop, &t.sighup);
