@@ -13,11 +13,10 @@
 /* The whole environment of a task's program: a search path for the
  * programs it runs itself, and a UTF-8 locale.  Nothing is inherited, so
  * the daemon's secrets and NOTIFY_SOCKET stay out. */
-static char *const exec_env[] = {
-	"PATH=/usr/local/bin:/usr/bin:/bin",
-	"LANG=C.UTF-8",
-	NULL,
-};
+static char exec_path[] = "PATH=/usr/local/bin:/usr/bin:/bin";
+static char exec_lang[] = "LANG=C.UTF-8";
+/* posix_spawn takes char *const[]: writable strings, not literals. */
+static char *const exec_env[] = { exec_path, exec_lang, NULL };
 
 /* Bytes moved per read or write: a pipe's default capacity. */
 #define EXEC_CHUNK 65536
