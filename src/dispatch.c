@@ -218,7 +218,7 @@ task_count(struct task *t, enum result_status s)
 	const struct registry_entry *e = t->env.task != NULL ?
 	    registry_find(t->d->reg, t->env.task) : NULL;
 	stats_task_answered(e != NULL ? e->name : NULL, (int)s,
-	    t->started > 0 ? handler_clock() - t->started : -1.0);
+	    t->handler != NULL ? handler_clock() - t->started : -1.0);
 }
 
 /* The task is over for this node: ack, or reject with or without requeue. */

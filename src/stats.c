@@ -252,9 +252,11 @@ stats_render(struct buf *b, const struct stats_gauges *g, const char *version)
 
 	rc = rc || gauge(b, "taskd_ready", "1 while consuming (/readyz answers 200), else 0.",
 	    g->ready);
-	rc = rc || gauge(b, "taskd_tasks_waiting",
-	    "I/O tasks taken from the queue and waiting for a slot (io.max_concurrency).",
-	    (double)g->io_waiting);
+	rc = rc || head(b, "taskd_tasks_waiting", "gauge",
+	    "Tasks taken from the queue and waiting to run: I/O tasks for a slot "
+	    "(io.max_concurrency), CPU tasks for a free worker.") ||
+	    buf_printf(b, "taskd_tasks_waiting{kind=\"io\"} %zu\n"
+	    "taskd_tasks_waiting{kind=\"cpu\"} %zu\n", g->io_waiting, g->cpu_waiting);
 	rc = rc || gauge(b, "taskd_tasks_in_flight",
 	    "Tasks taken from the queue and not yet settled (running, waiting, "
 	    "publishing their result).", (double)g->in_flight);

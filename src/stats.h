@@ -86,8 +86,9 @@ const struct stats_histogram *stats_confirm_latency(void);
  * them at the moment of the report. */
 struct stats_gauges {
 	uint64_t requeued;            /* tasks sent back to the queue unanswered */
-	size_t io_running, cpu_running;
+	size_t io_running, cpu_running;  /* cpu: on a worker */
 	size_t io_waiting;            /* admitted, waiting for an I/O slot */
+	size_t cpu_waiting;           /* waiting for a free worker */
 	size_t in_flight;             /* every task taken and not yet settled */
 	int workers_busy, workers_idle;
 	uint64_t workers_crashed;     /* pool restarts, by cause */

@@ -166,6 +166,8 @@ taskd_params(struct connector_params *p, const struct conf *conf, const char *wo
 
 /* ---- the service manager (sd_notify) ------------------------------------ */
 
+static void taskd_gauges(struct taskd *t, struct stats_gauges *g);
+
 /* One line for `systemctl status`: where the broker stands, then the
  * counters an operator looks at first. */
 static void
@@ -173,8 +175,8 @@ taskd_notify_status(struct taskd *t, const char *extra)
 {
 	if (!notify_enabled())
 		return;
-	struct dispatch_stats st;
-	dispatch_stats(t->dispatch, &st);
+	struct stats_gauges g;
+	taskd_gauges(t, &g);
 	const char *where;
 	switch (broker_state(t->broker)) {
 	case BROKER_UP: where = "consuming from"; break;
@@ -193,7 +195,7 @@ taskd_notify_status(struct taskd *t, const char *extra)
 	    extra ? extra : "", stop, where, t->conf->broker.host, t->conf->broker.port,
 	    (unsigned long long)by[RESULT_OK], (unsigned long long)by[RESULT_ERROR],
 	    (unsigned long long)by[RESULT_TIMEOUT], (unsigned long long)by[RESULT_REJECTED],
-	    st.io_running, st.cpu_running,
+	    g.io_running, g.cpu_running,
 	    (unsigned long long)stats_get(STATS_REDELIVERED),
 	    (unsigned long long)stats_get(STATS_RECONNECTS)) < 0)
 		log_debug("cannot notify the service manager: %s", strerror(errno));
@@ -310,21 +312,25 @@ taskd_is_ready(void *ctx)
 	return t->state == TASKD_RUNNING && broker_state(t->broker) == BROKER_UP;
 }
 
-static int
-taskd_render(void *ctx, struct buf *out)
+/* What the modules say right now, for /metrics and STATUS= alike. */
+static void
+taskd_gauges(struct taskd *t, struct stats_gauges *g)
 {
-	struct taskd *t = ctx;
 	struct dispatch_stats ds;
 	struct pool_stats ps;
 	struct coro_stats cs;
 	dispatch_stats(t->dispatch, &ds);
 	pool_stats(t->pool, &ps);
 	coro_stats(&cs);
-	struct stats_gauges g = {
+	/* The dispatcher counts a CPU task running from its submit; the pool
+	 * knows which of them a worker has. */
+	size_t on_workers = ps.busy > 0 ? (size_t)ps.busy : 0;
+	*g = (struct stats_gauges){
 		.requeued = ds.requeued,
 		.io_running = ds.io_running,
-		.cpu_running = ds.cpu_running,
+		.cpu_running = on_workers,
 		.io_waiting = ds.io_waiting,
+		.cpu_waiting = ds.cpu_running > on_workers ? ds.cpu_running - on_workers : 0,
 		.in_flight = ds.in_flight,
 		.workers_busy = ps.busy,
 		.workers_idle = ps.alive > ps.busy ? ps.alive - ps.busy : 0,
@@ -339,6 +345,13 @@ taskd_render(void *ctx, struct buf *out)
 		.start_time = t->start_time,
 		.http_refused = t->metrics != NULL ? metrics_refused(t->metrics) : 0,
 	};
+}
+
+static int
+taskd_render(void *ctx, struct buf *out)
+{
+	struct stats_gauges g;
+	taskd_gauges(ctx, &g);
 	return stats_render(out, &g, PACKAGE_VERSION);
 }
 
