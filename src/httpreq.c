@@ -118,7 +118,7 @@ httpreq_parse(const char *data, size_t len, struct httpreq *req)
 
 	/* Find the blank line first: nothing is judged on a partial head
 	 * except its size and bytes no head may hold. */
-	const char *lines[2] = { p, NULL };
+	const char *blank = NULL;   /* the line that ends the head */
 	const char *s = p;
 	for (;;) {
 		const char *e = line_end(s, end);
@@ -127,7 +127,7 @@ httpreq_parse(const char *data, size_t len, struct httpreq *req)
 		if (e == end || (*e == '\r' && e + 1 == end))
 			return len >= HTTPREQ_HEAD_MAX ? HTTPREQ_TOO_LARGE : HTTPREQ_MORE;
 		if (e == s && s != p) {
-			lines[1] = s;
+			blank = s;
 			req->head_len = (size_t)(next_line(e) - data);
 			break;
 		}
@@ -142,7 +142,7 @@ httpreq_parse(const char *data, size_t len, struct httpreq *req)
 		return v;
 
 	bool close = false, keep = false;
-	for (s = next_line(e); s < lines[1]; s = next_line(e)) {
+	for (s = next_line(e); s < blank; s = next_line(e)) {
 		e = line_end(s, end);
 		const char *name = s;
 		while (s < e && is_tchar((unsigned char)*s))

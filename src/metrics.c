@@ -40,6 +40,7 @@ struct metrics {
 	void *ctx;
 	int fd;
 	ev_io accept_w;
+	ev_timer pause;            /* accepting again after running out of fds */
 	struct conn conns;         /* list head */
 	size_t nconns;
 	uint64_t refused;
@@ -112,8 +113,8 @@ reason(int code)
 	return "Error";
 }
 
-/* Builds the response in c->out; body_in_head false for HEAD (the length
- * is the one GET would send). */
+/* Builds the response in c->out; send_body false for HEAD (the length is
+ * the one GET would send). */
 static int
 conn_respond(struct conn *c, int code, const char *type, const char *body,
     size_t len, bool send_body)
@@ -291,6 +292,15 @@ metrics_accept_cb(struct ev_loop *loop, ev_io *w, int revents)
 
 	for (int i = 0; i < METRICS_ACCEPT_BATCH; i++) {
 		int fd = accept4(m->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+		if (fd < 0 && (errno == EMFILE || errno == ENFILE || errno == ENOBUFS ||
+		    errno == ENOMEM)) {
+			/* The pending connection stays queued and the socket
+			 * readable: without a pause the loop would spin here. */
+			m->refused++;
+			ev_io_stop(m->loop, &m->accept_w);
+			ev_timer_start(m->loop, &m->pause);
+			return;
+		}
 		if (fd < 0)
 			return;   /* EAGAIN, or a connection that died queued (ECONNABORTED...) */
 		if (m->nconns >= METRICS_MAX_CONNS) {
@@ -323,9 +333,17 @@ metrics_accept_cb(struct ev_loop *loop, ev_io *w, int revents)
 }
 
 static void
+metrics_pause_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+	(void)revents;
+	struct metrics *m = w->data;
+	ev_io_start(loop, &m->accept_w);
+}
+
+static void
 metrics_name(struct metrics *m)
 {
-	struct sockaddr_storage ss;
+	struct sockaddr_storage ss = { 0 };
 	socklen_t len = sizeof(ss);
 	char host[64] = "?", port[16] = "?";
 	if (getsockname(m->fd, (struct sockaddr *)&ss, &len) == 0)
@@ -393,6 +411,8 @@ metrics_new(struct ev_loop *loop, const char *addr, const struct metrics_ops *op
 	ev_io_init(&m->accept_w, metrics_accept_cb, fd, EV_READ);
 	m->accept_w.data = m;
 	ev_io_start(loop, &m->accept_w);
+	ev_timer_init(&m->pause, metrics_pause_cb, 0.5, 0.0);
+	m->pause.data = m;
 	return m;
 }
 
@@ -422,6 +442,7 @@ metrics_free(struct metrics *m)
 	while (m->conns.next != &m->conns)
 		conn_free(m->conns.next);
 	ev_io_stop(m->loop, &m->accept_w);
+	ev_timer_stop(m->loop, &m->pause);
 	close(m->fd);
 	buf_free(&m->body);
 	free(m->listen);
