@@ -372,3 +372,58 @@ class Metrics(TaskdTestCase):
         self.assertEqual(self.value(self.scrape(d)[0], "taskd_tasks_total", task="echo",
                                     status="ok"), 200)
         self.assert_alive(d)
+
+    def test_http_details(self):
+        """Keep-alive, pipelining, HEAD, HTTP/1.0, and a request that never
+        completes closed after the listener's 10 s."""
+        d = self.metrics_taskd()
+        host, port = d.metrics_addr.rsplit(":", 1)
+        port = int(port)
+        slow = socket.create_connection((host, port), timeout=5)
+        slow.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+        opened = time.monotonic()
+
+        c = http.client.HTTPConnection(host, port, timeout=5)
+        for path in ("/healthz", "/readyz", "/metrics", "/healthz"):
+            c.request("GET", path)
+            r = c.getresponse()
+            r.read()
+            self.assertEqual(r.status, 200, path)
+        c.request("HEAD", "/metrics")
+        r = c.getresponse()
+        self.assertEqual(r.status, 200)
+        self.assertGreater(int(r.getheader("Content-Length")), 1000)
+        self.assertEqual(r.read(), b"")
+        c.close()
+
+        def until_closed(s):
+            out = b""
+            while True:
+                chunk = s.recv(65536)
+                if not chunk:
+                    return out
+                out += chunk
+        p = socket.create_connection((host, port), timeout=5)
+        p.sendall(b"GET /healthz HTTP/1.1\r\n\r\nGET /nope HTTP/1.1\r\n\r\n"
+                  b"GET /readyz HTTP/1.1\r\nConnection: close\r\n\r\n")
+        out = until_closed(p)
+        p.close()
+        statuses = re.findall(rb"^HTTP/1\.1 (\d{3}) ", out, re.M)
+        self.assertEqual(statuses, [b"200", b"404", b"200"], out)
+        self.assertTrue(out.endswith(b"ready\n"), out)
+
+        p = socket.create_connection((host, port), timeout=5)
+        p.sendall(b"GET /healthz HTTP/1.0\r\n\r\n")
+        out = until_closed(p)
+        p.close()
+        self.assertTrue(out.startswith(b"HTTP/1.1 200 OK\r\n"), out)
+        self.assertIn(b"\r\nConnection: close\r\n", out)
+        self.assertEqual(self.get(d, "/healthz", method="OPTIONS")[0], 405)
+
+        slow.settimeout(20)
+        self.assertEqual(until_closed(slow), b"", "an incomplete request gets no answer")
+        took = time.monotonic() - opened
+        slow.close()
+        self.assertGreater(took, 9.0)
+        self.assertLess(took, 15.0)
+        self.assertEqual(self.get(d, "/healthz")[0], 200)
