@@ -154,7 +154,9 @@ conn_send(struct conn *c)
 		c->sent += (size_t)n;
 	}
 	if (c->close_after) {
-		/* Said all: a FIN now, and no RST from unread bytes. */
+		/* Said all: the FIN goes after the answer.  (Bytes left unread,
+		 * which only a client sending garbage leaves, still make the
+		 * close a reset; that client is owed nothing more.) */
 		(void)shutdown(c->fd, SHUT_WR);
 		conn_free(c);
 		return;
