@@ -59,6 +59,7 @@ struct task {
 	enum task_state state;
 	double started;
 	double published;             /* its result, for the confirm latency */
+	struct stats_task *row;       /* counted there; NULL: as unknown */
 	long before;                  /* earlier deliveries */
 	bool alone;                   /* runs alone: its end is logged */
 	/* One timer per task, for whichever wait its state has: the deadline
@@ -210,14 +211,12 @@ task_free(struct task *t)
 	}
 }
 
-/* Counts an answered task under its configured name (stats.h: never
- * under a name only the client knows). */
+/* Counts an answered task under the configured name it arrived with
+ * (stats.h: never under a name only the client knows). */
 static void
 task_count(struct task *t, enum result_status s)
 {
-	const struct registry_entry *e = t->env.task != NULL ?
-	    registry_find(t->d->reg, t->env.task) : NULL;
-	stats_task_answered(e != NULL ? e->name : NULL, (int)s,
+	stats_answered(t->row != NULL ? t->row : stats_task_row(NULL), (int)s,
 	    t->handler != NULL ? handler_clock() - t->started : -1.0);
 }
 
@@ -678,6 +677,8 @@ dispatch_on_delivery(void *ctx, struct broker_delivery *dlv)
 		task_reject(t, envelope_error_code(t->env.error), t->env.message);
 		return;
 	}
+	const struct registry_entry *e = registry_find(d->reg, t->env.task);
+	t->row = stats_task_row(e != NULL ? e->name : NULL);
 	if (dlv->oversized) {
 		task_reject(t, "payload_too_large", "the payload could not be buffered");
 		return;
@@ -699,7 +700,6 @@ dispatch_on_delivery(void *ctx, struct broker_delivery *dlv)
 		task_reject(t, "delivery_limit", m);
 		return;
 	}
-	const struct registry_entry *e = registry_find(d->reg, t->env.task);
 	if (e == NULL) {
 		struct buf m = { 0 };
 		(void)buf_puts(&m, "no task named '");

@@ -10,7 +10,7 @@
  * a handle through dispatch, broker and taskd would buy nothing but
  * plumbing, and every writer is on the loop. */
 static struct {
-	struct stats_task *tasks;
+	struct stats_task **tasks;   /* rows never move: tasks hold pointers */
 	size_t ntasks, cap;
 	struct stats_task unknown;   /* STATS_UNKNOWN_TASK, always there */
 	bool unknown_seen;
@@ -35,37 +35,42 @@ observe(struct stats_histogram *h, const double *le, size_t n, double v)
 	h->sum += v;
 }
 
-static struct stats_task *
-find_task(const char *name)
+struct stats_task *
+stats_task_row(const char *name)
 {
 	if (name == NULL)
 		return &st.unknown;
 	/* Linear: a handful of configured names; a hash would cost more than
 	 * the compares. */
 	for (size_t i = 0; i < st.ntasks; i++)
-		if (strcmp(st.tasks[i].name, name) == 0)
-			return &st.tasks[i];
+		if (strcmp(st.tasks[i]->name, name) == 0)
+			return st.tasks[i];
 	if (st.ntasks == st.cap) {
 		size_t cap = st.cap ? 2 * st.cap : 16;
-		struct stats_task *v = realloc(st.tasks, cap * sizeof(*v));
+		struct stats_task **v = realloc(st.tasks, cap * sizeof(*v));
 		if (v == NULL)
 			return &st.unknown;
 		st.tasks = v;
 		st.cap = cap;
 	}
-	char *copy = strdup(name);
-	if (copy == NULL)
+	struct stats_task *t = calloc(1, sizeof(*t));
+	if (t == NULL || (t->name = strdup(name)) == NULL) {
+		free(t);
 		return &st.unknown;
-	struct stats_task *t = &st.tasks[st.ntasks++];
-	memset(t, 0, sizeof(*t));
-	t->name = copy;
+	}
+	st.tasks[st.ntasks++] = t;
 	return t;
 }
 
 void
 stats_task_answered(const char *task, int status, double seconds)
 {
-	struct stats_task *t = find_task(task);
+	stats_answered(stats_task_row(task), status, seconds);
+}
+
+void
+stats_answered(struct stats_task *t, int status, double seconds)
+{
 	if (t == &st.unknown)
 		st.unknown_seen = true;
 	if (status < 0 || status >= STATS_STATUSES)
@@ -99,7 +104,7 @@ stats_totals(uint64_t *out)
 	for (int s = 0; s < STATS_STATUSES; s++) {
 		out[s] = st.unknown.by_status[s];
 		for (size_t i = 0; i < st.ntasks; i++)
-			out[s] += st.tasks[i].by_status[s];
+			out[s] += st.tasks[i]->by_status[s];
 	}
 }
 
@@ -113,7 +118,7 @@ const struct stats_task *
 stats_task(size_t i)
 {
 	if (i < st.ntasks)
-		return &st.tasks[i];
+		return st.tasks[i];
 	st.unknown.name = (char *)STATS_UNKNOWN_TASK;
 	return i == st.ntasks && st.unknown_seen ? &st.unknown : NULL;
 }
@@ -127,8 +132,10 @@ stats_confirm_latency(void)
 void
 stats_reset(void)
 {
-	for (size_t i = 0; i < st.ntasks; i++)
-		free(st.tasks[i].name);
+	for (size_t i = 0; i < st.ntasks; i++) {
+		free(st.tasks[i]->name);
+		free(st.tasks[i]);
+	}
 	free(st.tasks);
 	memset(&st, 0, sizeof(st));
 }

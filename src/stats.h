@@ -62,11 +62,16 @@ struct stats_task {
 	struct stats_histogram duration;   /* tasks that ran, by their last run */
 };
 
-/* Counts a task answered with status (enum result_status) under task (a
- * configured name, or NULL for STATS_UNKNOWN_TASK).  seconds >= 0 is how
- * long its last run took (observed into the duration histogram); pass a
- * negative value for a task that never ran.  Out of memory for a new name
- * counts it under STATS_UNKNOWN_TASK. */
+/* The row of a configured task name (made on first use, kept until
+ * stats_reset), or of STATS_UNKNOWN_TASK for NULL or when memory ran out.
+ * A task looks its row up when it arrives, so that it is counted under its
+ * name even if a reload drops that name before it is answered. */
+struct stats_task *stats_task_row(const char *task);
+/* Counts a task answered with status (enum result_status) in row.
+ * seconds >= 0 is how long its last run took (observed into the duration
+ * histogram); pass a negative value for a task that never ran. */
+void stats_answered(struct stats_task *row, int status, double seconds);
+/* stats_answered(stats_task_row(task), status, seconds). */
 void stats_task_answered(const char *task, int status, double seconds);
 /* One more of c. */
 void stats_count(enum stats_counter c);

@@ -14,6 +14,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import socket
 import subprocess
 import time
@@ -228,8 +229,10 @@ class Metrics(TaskdTestCase):
         so, and /healthz answers within 100 ms (p50/p99 printed, idle and
         loaded)."""
         n_io = 3000
+        # limits.timeout well above what 2 x 4 s of CPU take on a shared,
+        # loaded machine (the pool's wait counts towards it).
         d = self.metrics_taskd({"cpu.workers": 2, "io.max_concurrency": 2 * n_io,
-                                "broker.prefetch": 2 * n_io})
+                                "broker.prefetch": 2 * n_io, "limits.timeout": 600.0})
         idle = [self.get(d, "/healthz")[3] for _ in range(200)]
 
         # One channel without confirms (a confirm each would take longer
@@ -241,12 +244,12 @@ class Metrics(TaskdTestCase):
             for i in range(4):
                 cid = "burn-%s-%d" % (self.uid, i)
                 ids.append(cid)
-                ch.basic_publish("", self.queue, b"8000", pika.BasicProperties(
+                ch.basic_publish("", self.queue, b"4000", pika.BasicProperties(
                     type="burn", correlation_id=cid, reply_to=self.reply_queue))
             for i in range(n_io):
                 cid = "io-%s-%05d" % (self.uid, i)
                 ids.append(cid)
-                ch.basic_publish("", self.queue, b"10000", pika.BasicProperties(
+                ch.basic_publish("", self.queue, b"15000", pika.BasicProperties(
                     type="sleep", correlation_id=cid, reply_to=self.reply_queue))
         finally:
             ch.close()
@@ -426,4 +429,51 @@ class Metrics(TaskdTestCase):
         slow.close()
         self.assertGreater(took, 9.0)
         self.assertLess(took, 15.0)
+        self.assertEqual(self.get(d, "/healthz")[0], 200)
+
+    def test_reload_moves_the_listener(self):
+        """A reload with another metrics.listen moves the listener and keeps
+        the counters; a task whose name the reload drops is still counted
+        under it; a listen address that is taken keeps the old listener."""
+        d = self.metrics_taskd()
+        cid = "before-" + self.uid
+        self.publish(b"x", task="echo", correlation_id=cid)
+        self.collect_ids([cid], 15)
+        slow = "slow-" + self.uid
+        self.publish(b"3000", task="sleep", correlation_id=slow)
+        self.wait_for("the sleep task running",
+                      lambda: self.value(self.scrape(d)[0], "taskd_tasks_running",
+                                         kind="io") == 1, 15)
+        old = d.metrics_addr
+        new = "127.0.0.1:%d" % free_port()
+        since = d.log_size()
+        d.conf["metrics"]["listen"] = new
+        d.conf["tasks"] = [{"name": "echo", "handler": "echo"}]
+        d.write_config()
+        d.proc.send_signal(signal.SIGHUP)
+        d.wait_log(r"metrics: serving http://%s/metrics" % re.escape(new), 10, since)
+        d.wait_log(r"configuration reloaded", 10, since)
+        d.metrics_addr = new
+        (r,) = [r for r in self.collect_ids([slow], 20) if r.correlation_id == slow]
+        self.assertEqual(r.status, "ok")
+        s, text = self.scrape(d)
+        self.assertEqual(self.value(s, "taskd_tasks_total", task="echo", status="ok"), 1, text)
+        self.assertEqual(self.value(s, "taskd_tasks_total", task="sleep", status="ok"), 1, text)
+        self.assertEqual(self.value(s, "taskd_tasks_total", task="_unknown", status="ok"),
+                         None, text)
+        host, port = old.rsplit(":", 1)
+        with self.assertRaises(ConnectionRefusedError):
+            socket.create_connection((host, int(port)), timeout=2).close()
+
+        taken = socket.socket()
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        self.addCleanup(taken.close)
+        since = d.log_size()
+        d.conf["metrics"]["listen"] = "127.0.0.1:%d" % taken.getsockname()[1]
+        d.write_config()
+        d.proc.send_signal(signal.SIGHUP)
+        d.wait_log(r"error: metrics: cannot listen on .*: Address already in use; keeping "
+                   + re.escape(new), 10, since)
+        d.wait_log(r"configuration reloaded", 10, since)
         self.assertEqual(self.get(d, "/healthz")[0], 200)
