@@ -18,6 +18,7 @@
 
 #include "buf.h"
 #include "httppolicy.h"
+#include "metrics.h" /* metrics_parse_listen only */
 #include "log.h"   /* enum log_level only: conf reports, it never logs */
 
 #define CONF_DEFAULT_URI "amqp://guest:guest@127.0.0.1:5672/%2f"
@@ -146,6 +147,10 @@ static const struct key shutdown_keys[] = {
 	{ "grace", KEY_DOUBLE, 0, 3600, false, NULL, 0, C(shutdown_grace) },
 	{ NULL, 0, 0, 0, false, NULL, 0, 0 },
 };
+static const struct key metrics_keys[] = {
+	{ "listen", KEY_STRING, 0, CONF_NAME_MAX, false, NULL, 0, C(metrics_listen) },
+	{ NULL, 0, 0, 0, false, NULL, 0, 0 },
+};
 /* name, exec and allow need more than a table row; see load_task(). */
 static const struct key task_keys[] = {
 	{ "handler", KEY_NAME, 1, CONF_NAME_MAX, false, NULL, 0, T(handler) },
@@ -166,6 +171,7 @@ static const struct group groups[] = {
 	{ "limits", limits_keys },
 	{ "log", log_keys },
 	{ "shutdown", shutdown_keys },
+	{ "metrics", metrics_keys },
 	{ NULL, NULL },
 };
 
@@ -850,6 +856,17 @@ check_queue(struct loader *l, const config_t *cfg)
 		    "tasks", c->default_task);
 }
 
+static void
+check_metrics(struct loader *l, const config_t *cfg)
+{
+	char host[CONF_NAME_MAX + 1], why[512];
+	int port;
+	const char *v = l->c->metrics_listen;
+	if (v[0] != '\0' && metrics_parse_listen(v, host, sizeof(host), &port, why,
+	    sizeof(why)) < 0)
+		problem(l, config_lookup(cfg, "metrics.listen"), "metrics.listen: %s", why);
+}
+
 /* ---- entry points ------------------------------------------------------- */
 
 static struct conf *
@@ -880,8 +897,11 @@ conf_defaults(const char *path)
 	c->max_deliveries = 5;
 	c->log_level = LOG_LEVEL_INFO;
 	c->shutdown_grace = 30;
+	/* Off unless asked for: a port is the machine's, shared by every
+	 * taskd on it (docs/decisions.md). */
+	c->metrics_listen = strdup("");
 	if (c->path == NULL || c->broker_uri == NULL || c->queue_name == NULL ||
-	    c->default_task == NULL || c->reply_queue == NULL) {
+	    c->default_task == NULL || c->reply_queue == NULL || c->metrics_listen == NULL) {
 		conf_free(c);
 		return NULL;
 	}
@@ -926,7 +946,7 @@ load_root(struct loader *l, const config_setting_t *root)
 				break;
 		if (g->name == NULL)
 			problem(l, s, "%s: unknown setting (known: broker, queue, "
-			    "reply, io, cpu, limits, log, shutdown, plugins, tasks)", name);
+			    "reply, io, cpu, limits, log, shutdown, metrics, plugins, tasks)", name);
 		else
 			load_group(l, s, g);
 	}
@@ -970,6 +990,7 @@ conf_load(const char *path, char **errs)
 	load_tasks(&l, config_setting_get_member(root, "tasks"));
 	check_broker(&l, &cfg);
 	check_queue(&l, &cfg);
+	check_metrics(&l, &cfg);
 	config_destroy(&cfg);
 
 out:
@@ -1015,5 +1036,6 @@ conf_free(struct conf *c)
 	free(c->queue_name);
 	free(c->default_task);
 	free(c->reply_queue);
+	free(c->metrics_listen);
 	free(c);
 }

@@ -80,6 +80,7 @@ struct conf {
 
 	int log_level;            /* enum log_level; default info */
 	double shutdown_grace;    /* shutdown.grace seconds, default 30 */
+	char *metrics_listen;     /* metrics.listen "HOST:PORT"; default "" = off */
 
 	struct conf_task *tasks;
 	size_t ntasks;

@@ -12,6 +12,7 @@
 #include "log.h"
 #include "pool.h"
 #include "result.h"
+#include "stats.h"
 #include "suspect.h"
 
 enum task_state {
@@ -62,6 +63,8 @@ struct task {
 	int attempt;
 	enum task_state state;
 	double started;
+	double published;             /* its result, for the confirm latency */
+	struct stats_task *row;       /* counted there; NULL: as unknown */
 	long before;                  /* earlier deliveries */
 	bool alone;                   /* runs alone: its end is logged */
 	/* One timer per task, for whichever wait its state has: the deadline
@@ -238,6 +241,15 @@ task_free(struct task *t)
 	}
 }
 
+/* Counts an answered task under the configured name it arrived with
+ * (stats.h: never under a name only the client knows). */
+static void
+task_count(struct task *t, enum result_status s)
+{
+	stats_answered(t->row != NULL ? t->row : stats_task_row(NULL), (int)s,
+	    t->handler != NULL ? handler_clock() - t->started : -1.0);
+}
+
 /* The task is over for this node: ack, or reject with or without requeue. */
 static void
 task_settle(struct task *t)
@@ -255,7 +267,9 @@ task_settle(struct task *t)
 	} else if (s == RESULT_REJECTED) {
 		broker_reject(d->broker, t->dlv->gen, t->dlv->tag, false);
 		d->st.rejected++;
+		task_count(t, s);
 	} else {
+		task_count(t, s);
 		broker_ack(d->broker, t->dlv->gen, t->dlv->tag);
 		if (s == RESULT_OK)
 			d->st.ok++;
@@ -293,6 +307,7 @@ dispatch_flush(struct dispatch *d)
 				return;
 			fifo_pop(&d->publish);
 			t->state = TASK_CONFIRM;
+			t->published = handler_clock();
 			continue;
 		}
 		struct result_info info = {
@@ -318,6 +333,7 @@ dispatch_flush(struct dispatch *d)
 			return;  /* AGAIN: `writable` resumes; -1: `down` follows */
 		fifo_pop(&d->publish);
 		t->state = TASK_CONFIRM;
+		t->published = handler_clock();
 	}
 }
 
@@ -711,13 +727,18 @@ dispatch_on_delivery(void *ctx, struct broker_delivery *dlv)
 		task_reject(t, envelope_error_code(t->env.error), t->env.message);
 		return;
 	}
+	const struct registry_entry *e = registry_find(d->reg, t->env.task);
+	t->row = stats_task_row(e != NULL ? e->name : NULL);
 	if (dlv->oversized) {
 		task_reject(t, "payload_too_large", "the payload could not be buffered");
 		return;
 	}
 	long before = envelope_deliveries(&t->env, dlv->redelivered);
+	if (before > 0)
+		stats_count(STATS_REDELIVERED);
 	int max = d->conf->max_deliveries;
 	if (max > 0 && before >= max) {
+		stats_count(STATS_DELIVERY_LIMIT);
 		/* It ran (or was handed out) max times and never got settled:
 		 * most likely it takes taskd down with it.  Rejected without
 		 * requeue, so a dead-letter policy keeps it for a human. */
@@ -1097,6 +1118,7 @@ dispatch_on_confirm(void *ctx, void *token, enum broker_confirm how)
 	struct task *t = token;
 	switch (how) {
 	case BROKER_ACKED:
+		stats_confirmed(handler_clock() - t->published);
 		task_settle(t);
 		break;
 	case BROKER_NACKED:
@@ -1328,6 +1350,7 @@ void
 dispatch_stats(const struct dispatch *d, struct dispatch_stats *out)
 {
 	*out = d->st;
+	out->io_waiting = d->waiting.n;
 }
 
 void

@@ -37,6 +37,7 @@ struct dispatch_stats {
 	uint64_t requeued;    /* sent back to the queue */
 	size_t io_running;
 	size_t cpu_running;
+	size_t io_waiting;    /* admitted, waiting for an I/O slot */
 	size_t in_flight;     /* every task not yet acked */
 };
 

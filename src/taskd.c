@@ -21,8 +21,11 @@
 #include "fetch.h"
 #include "dispatch.h"
 #include "log.h"
+#include "metrics.h"
 #include "notify.h"
 #include "pool.h"
+#include "result.h"
+#include "stats.h"
 
 /* Mappings besides coroutine stacks: libraries, heap, curl, the pool's
  * buffers (a running taskd maps a few hundred). */
@@ -65,6 +68,9 @@ struct taskd {
 	uint64_t quiet_seen; /* tasks settled at its last tick */
 	bool trimmed;        /* since the node last had work */
 	bool ready;          /* READY=1 sent */
+	bool connected_once; /* a later connection is a reconnect */
+	struct metrics *metrics;  /* NULL when metrics.listen is "" */
+	double start_time;   /* Unix time, for taskd_start_time_seconds */
 	int exit_status;
 };
 
@@ -165,6 +171,8 @@ taskd_params(struct connector_params *p, const struct conf *conf, const char *wo
 
 /* ---- the service manager (sd_notify) ------------------------------------ */
 
+static void taskd_gauges(struct taskd *t, struct stats_gauges *g);
+
 /* One line for `systemctl status`: where the broker stands, then the
  * counters an operator looks at first. */
 static void
@@ -172,8 +180,8 @@ taskd_notify_status(struct taskd *t, const char *extra)
 {
 	if (!notify_enabled())
 		return;
-	struct dispatch_stats st;
-	dispatch_stats(t->dispatch, &st);
+	struct stats_gauges g;
+	taskd_gauges(t, &g);
 	const char *where;
 	switch (broker_state(t->broker)) {
 	case BROKER_UP: where = "consuming from"; break;
@@ -184,11 +192,17 @@ taskd_notify_status(struct taskd *t, const char *extra)
 	if (t->state == TASKD_DRAINING)
 		snprintf(stop, sizeof(stop), "stopping, %.0f s of grace left; ",
 		    ev_timer_remaining(t->loop, &t->grace));
-	if (notify_send("%sSTATUS=%s%s %s:%d; %llu done, %llu failed, %llu rejected; "
-	    "running %zu io, %zu cpu",
+	/* The counters of taskd_tasks_total (stats.h), summed over tasks. */
+	uint64_t by[STATS_STATUSES];
+	stats_totals(by);
+	if (notify_send("%sSTATUS=%s%s %s:%d; %llu ok, %llu error, %llu timeout, "
+	    "%llu rejected; running %zu io, %zu cpu; %llu redelivered, %llu reconnects",
 	    extra ? extra : "", stop, where, t->conf->broker.host, t->conf->broker.port,
-	    (unsigned long long)st.ok, (unsigned long long)st.failed,
-	    (unsigned long long)st.rejected, st.io_running, st.cpu_running) < 0)
+	    (unsigned long long)by[RESULT_OK], (unsigned long long)by[RESULT_ERROR],
+	    (unsigned long long)by[RESULT_TIMEOUT], (unsigned long long)by[RESULT_REJECTED],
+	    g.io_running, g.cpu_running,
+	    (unsigned long long)stats_get(STATS_REDELIVERED),
+	    (unsigned long long)stats_get(STATS_RECONNECTS)) < 0)
 		log_debug("cannot notify the service manager: %s", strerror(errno));
 }
 
@@ -286,6 +300,9 @@ static void
 taskd_on_up(void *ctx)
 {
 	struct taskd *t = ctx;
+	if (t->connected_once)
+		stats_count(STATS_RECONNECTS);
+	t->connected_once = true;
 	dispatch_broker_ops.up(t->dispatch);
 	taskd_ready(t);
 }
@@ -319,6 +336,110 @@ static const struct broker_ops taskd_broker_ops = {
 	.down = taskd_on_down,
 	.writable = taskd_on_writable,	.cancelled = taskd_on_cancelled,
 };
+
+/* ---- the metrics listener ---------------------------------------------- */
+
+/* Ready: consuming, and not on the way out. */
+static bool
+taskd_is_ready(void *ctx)
+{
+	struct taskd *t = ctx;
+	return t->state == TASKD_RUNNING && broker_state(t->broker) == BROKER_UP;
+}
+
+/* What the modules say right now, for /metrics and STATUS= alike. */
+static void
+taskd_gauges(struct taskd *t, struct stats_gauges *g)
+{
+	struct dispatch_stats ds;
+	struct pool_stats ps;
+	struct coro_stats cs;
+	dispatch_stats(t->dispatch, &ds);
+	pool_stats(t->pool, &ps);
+	coro_stats(&cs);
+	/* The dispatcher counts a CPU task running from its submit; the pool
+	 * knows which of them a worker has. */
+	size_t on_workers = ps.busy > 0 ? (size_t)ps.busy : 0;
+	*g = (struct stats_gauges){
+		.requeued = ds.requeued,
+		.io_running = ds.io_running,
+		.cpu_running = on_workers,
+		.io_waiting = ds.io_waiting,
+		.cpu_waiting = ds.cpu_running > on_workers ? ds.cpu_running - on_workers : 0,
+		.in_flight = ds.in_flight,
+		.workers_busy = ps.busy,
+		.workers_idle = ps.alive > ps.busy ? ps.alive - ps.busy : 0,
+		.workers_crashed = ps.crashed,
+		.workers_recycled = ps.recycled,
+		.workers_killed = ps.killed,
+		.coroutines = cs.alive,
+		.broker_connected = broker_state(t->broker) == BROKER_UP,
+		.results_unconfirmed = broker_unconfirmed(t->broker),
+		.results_returned = broker_returned(t->broker),
+		.ready = taskd_is_ready(t),
+		.start_time = t->start_time,
+		.http_refused = t->metrics != NULL ? metrics_refused(t->metrics) : 0,
+	};
+}
+
+static int
+taskd_render(void *ctx, struct buf *out)
+{
+	struct stats_gauges g;
+	taskd_gauges(ctx, &g);
+	return stats_render(out, &g, PACKAGE_VERSION);
+}
+
+static const struct metrics_ops taskd_metrics_ops = {
+	.render = taskd_render,
+	.ready = taskd_is_ready,
+};
+
+/* Listens on metrics.listen when it is set; returns -1 with err filled
+ * when it cannot. */
+static int
+taskd_metrics_open(struct taskd *t, const char *listen, char *err, size_t errlen)
+{
+	if (listen[0] == '\0')
+		return 0;
+	t->metrics = metrics_new(t->loop, listen, &taskd_metrics_ops, t, err, errlen);
+	if (t->metrics == NULL)
+		return -1;
+	log_info("metrics: serving http://%s/metrics, /healthz, /readyz",
+	    metrics_address(t->metrics));
+	return 0;
+}
+
+/* A reload that changed metrics.listen: the new address, or (when it
+ * cannot be had) the old one kept, said once in the log. */
+static void
+taskd_metrics_reload(struct taskd *t, const char *listen)
+{
+	const char *old = t->metrics != NULL ? metrics_listen(t->metrics) : "";
+	if (strcmp(old, listen) == 0)
+		return;
+	char err[512];
+	struct metrics *keep = t->metrics;
+	t->metrics = NULL;
+	if (taskd_metrics_open(t, listen, err, sizeof(err)) == 0) {
+		metrics_free(keep);
+		if (listen[0] == '\0')
+			log_info("metrics: listener off");
+		return;
+	}
+	/* The same port under another spelling is still ours: let it go and
+	 * try once more before giving up. */
+	char *was = keep != NULL ? strdup(metrics_listen(keep)) : NULL;
+	metrics_free(keep);
+	if (taskd_metrics_open(t, listen, err, sizeof(err)) == 0) {
+		free(was);
+		return;
+	}
+	log_error("metrics: %s; keeping %s", err, was != NULL ? was : "the listener off");
+	if (was != NULL && taskd_metrics_open(t, was, err, sizeof(err)) < 0)
+		log_error("metrics: %s; the listener is off", err);
+	free(was);
+}
 
 /* ---- life cycle ------------------------------------------------------- */
 
@@ -506,6 +627,7 @@ taskd_reload_cb(struct ev_loop *loop, ev_signal *w, int revents)
 	if (ps.size != pp.size)
 		log_info("cpu pool: %d workers, was %d (%s)", pp.size, ps.size, why);
 	pool_configure(t->pool, &pp);
+	taskd_metrics_reload(t, conf->metrics_listen);
 	registry_free(t->reg);
 	conf_free(t->conf);
 	t->conf = conf;
@@ -590,6 +712,19 @@ taskd_run(struct conf *conf, struct registry *reg)
 	dispatch_set_pool(t.dispatch, t.pool);
 	log_info("cpu pool: %d workers (%s)", pp.size, why);
 
+	struct timespec now;
+	clock_gettime(CLOCK_REALTIME, &now);
+	t.start_time = (double)now.tv_sec + now.tv_nsec / 1e9;
+	if (taskd_metrics_open(&t, conf->metrics_listen, err, sizeof(err)) < 0) {
+		log_error("metrics.listen: %s", err);
+		pool_free(t.pool);
+		dispatch_free(t.dispatch);
+		broker_free(t.broker);
+		conf_free(conf);
+		registry_free(reg);
+		return 1;
+	}
+
 	ev_signal_init(&t.sigterm, taskd_stop_cb, SIGTERM);
 	ev_signal_init(&t.sigint, taskd_stop_cb, SIGINT);
 	ev_signal_init(&t.sighup, taskd_reload_cb, SIGHUP);
@@ -628,6 +763,7 @@ taskd_run(struct conf *conf, struct registry *reg)
 
 	struct dispatch_stats st;
 	dispatch_stats(t.dispatch, &st);
+	metrics_free(t.metrics);
 	broker_stop(t.broker);
 	dispatch_free(t.dispatch);
 	pool_free(t.pool);
@@ -654,5 +790,6 @@ taskd_run(struct conf *conf, struct registry *reg)
 	ev_loop_destroy(t.loop);
 	registry_free(t.reg);
 	conf_free(t.conf);
+	stats_reset();
 	return t.exit_status;
 }

@@ -134,7 +134,7 @@ class Notify(TaskdTestCase):
         self.publish(b"hi", task="echo", correlation_id=cid)
         self.collect_ids([cid], 15)
         since = len(self.mgr.messages)
-        _, st = self.mgr.wait(lambda m: "1 done" in m.fields.get("STATUS", ""), 10,
+        _, st = self.mgr.wait(lambda m: "1 ok" in m.fields.get("STATUS", ""), 10,
                               "a STATUS= that counts the task done", since)
         self.assertRegex(st.fields["STATUS"], r"running 0 io, 0 cpu")
 

@@ -35,6 +35,7 @@ static const char *const bad[] = {
 	"bad-exec",
 	"bad-groups",
 	"bad-include",
+	"bad-metrics",
 	"bad-password-dir",
 	"bad-password-file",
 	"bad-plugins",
