@@ -19,8 +19,11 @@ random from the seed:
 At the end it stops publishing, waits (bounded) until every confirmed task
 has an answer, stops the nodes with SIGTERM, and reports:
 
-    lost         confirmed and never answered (a task still in the queue
-                 counts: both nodes are up by then)
+    lost         confirmed, never answered, and not in the task queue once
+                 the nodes have stopped (a task the drain bound left in
+                 the queue is counted as "still queued", not lost)
+    stalled      the drain bound passed with tasks unanswered and no
+                 answer came in its last 30 s: the nodes stopped working
     wrong        a result whose status cannot be right for its task, or an
                  "ok" whose body is not the task's correct result
     deaths       a node that exited without being killed or stopped by the
@@ -1191,12 +1194,19 @@ def run(args, workdir):
                 n.start()
         deadline = now() + args.drain
         next_report = now()
+        answers = [(now(), books.counts()[2])]
         while books.unanswered_confirmed() and now() < deadline:
             if now() >= next_report:
                 progress(books, pub, "drain")
                 next_report = now() + 10
+            answers.append((now(), books.counts()[2]))
             time.sleep(0.2)
         progress(books, pub, "drained")
+        # Answers in the drain's last 30 s: none, with tasks unanswered,
+        # means the nodes stopped working, not that they were slow.
+        recent = [a for t, a in answers if t >= answers[-1][0] - 30]
+        stalled = bool(books.unanswered_confirmed()) and recent[-1] == recent[0] \
+            and answers[-1][0] - answers[0][0] >= 30
         qstats = broker.queue_stats(queue)
 
         # Stop the nodes: each must drain and exit 0.
@@ -1213,7 +1223,11 @@ def run(args, workdir):
         monitor.stopping = True
         for th in (consumer, monitor):
             th.join(30)
-        return report(args, books, pub, consumer, chaos, nodes, qstats)
+        # What the drain bound left: still in the queue, so not lost.
+        queued = set()
+        if books.unanswered_confirmed():
+            queued = queue_census(broker.port, queue)
+        return report(args, books, pub, consumer, chaos, nodes, qstats, queued, stalled)
     finally:
         for n in nodes:
             if n.alive():
@@ -1222,9 +1236,35 @@ def run(args, workdir):
         broker.stop()
 
 
-def report(args, books, pub, consumer, chaos, nodes, qstats):
+def queue_census(port, queue):
+    """The correlation ids of every task message left in the queue, which
+    it empties (the run is over)."""
+    cids = set()
+    conn = pika.BlockingConnection(connection_parameters(port))
+    try:
+        ch = conn.channel()
+        ch.basic_qos(prefetch_count=1000)
+        for method, props, body in ch.consume(queue, auto_ack=True, inactivity_timeout=3):
+            if method is None:
+                break
+            cids.add(props.correlation_id)
+        ch.cancel()
+    finally:
+        conn.close()
+    return cids
+
+
+def report(args, books, pub, consumer, chaos, nodes, qstats, queued=frozenset(),
+           stalled=False):
     wrong, statuses, dups, dup_tasks = judge(books)
-    lost = books.unanswered_confirmed()
+    unanswered = books.unanswered_confirmed()
+    in_queue = set()
+    for cid in queued:
+        m = books.cid_re.match(cid or "")
+        if m:
+            in_queue.add(int(m.group(1)))
+    lost = [t for t in unanswered if t.n not in in_queue]
+    still = len(unanswered) - len(lost)
     total, states, answered, results = books.counts()
     sanitizer = sanitizer_reports(nodes)
     labels = collections.Counter(t.label for t in books.tasks)
@@ -1255,6 +1295,9 @@ def report(args, books, pub, consumer, chaos, nodes, qstats):
 
     say("duplicates: %d extra results for %d tasks (at-least-once; not a failure)"
         % (dups, dup_tasks))
+    say("still queued (unanswered when the drain bound passed, safe in the queue): %d"
+        % still)
+    say("stalled: %s" % ("yes: no answer in the drain's last 30 s" if stalled else "no"))
     say("lost: %d" % len(lost))
     if lost:
         print("  by kind: " + ", ".join("%s %d" % kv for kv in sorted(
@@ -1276,7 +1319,7 @@ def report(args, books, pub, consumer, chaos, nodes, qstats):
     say("sanitizer reports: %d" % len(sanitizer))
     print_grouped(sanitizer)
 
-    verdicts = [len(lost) == 0, len(wrong) + len(books.strays) == 0,
+    verdicts = [len(lost) == 0, not stalled, len(wrong) + len(books.strays) == 0,
                 len(books.deaths) == 0, len(sanitizer) == 0]
     passed = sum(verdicts)
     print("%d passed, %d failed" % (passed, len(verdicts) - passed), flush=True)
