@@ -392,7 +392,7 @@ tls_failure(struct connector *c, const char *step, int rc)
 	if (c->verify_error != X509_V_OK) {
 		long v = c->verify_error;
 		const char *what = X509_verify_cert_error_string(v);
-		if (v == X509_V_ERR_HOSTNAME_MISMATCH)
+		if (v == X509_V_ERR_HOSTNAME_MISMATCH || v == X509_V_ERR_IP_ADDRESS_MISMATCH)
 			(void)buf_printf(&b, "TLS: the node's certificate is not for "
 			    "the name '%s' (connect by a name the certificate "
 			    "lists)", u->host);
