@@ -54,6 +54,7 @@ struct connector {
 	 * TLS layer said, to explain a failure. */
 	SSL_CTX *ssl_ctx;        /* while the attempt's TLS socket lives */
 	char alert[80];          /* the last alert the node sent, or "" */
+	int alert_code;          /* its TLS AlertDescription */
 	long verify_error;       /* the first X509_V_ERR_* of the node's chain */
 	int verify_depth;
 };
@@ -328,8 +329,10 @@ handshake_started(const SSL *ssl, int where, int ret)
 	 * alert; under TLS 1.3 only after our side of the handshake is done,
 	 * at the first read of the login. */
 	if ((where & SSL_CB_ALERT) && (where & SSL_CB_READ)) {
-		snprintf(c->alert, sizeof(c->alert), "%s",
-		    SSL_alert_desc_string_long(ret));
+		c->alert_code = ret & 0xff;
+		/* OpenSSL 3.0 has no name for TLS 1.3's certificate_required. */
+		snprintf(c->alert, sizeof(c->alert), "%s", c->alert_code == 116 ?
+		    "certificate required" : SSL_alert_desc_string_long(ret));
 		return;
 	}
 	int fd = SSL_get_fd(ssl);
@@ -360,22 +363,30 @@ verify_cb(int ok, X509_STORE_CTX *store)
 	return 0;
 }
 
-/* Why the node refused us, from its alert, with what to do about it. */
+/* Why the node refused us, from its alert (RFC 8446 6.2), with what to
+ * do about it. */
 static const char *
-alert_hint(const char *alert)
+alert_hint(int code, bool have_cert)
 {
-	if (strcmp(alert, "certificate required") == 0 ||
-	    strcmp(alert, "handshake failure") == 0)
-		return "the node demands a client certificate it accepts "
-		    "(broker.cert and broker.key)";
-	if (strcmp(alert, "unknown CA") == 0)
+	switch (code) {
+	case 116:   /* certificate_required */
+		return "the node demands a client certificate (set broker.cert "
+		    "and broker.key)";
+	case 40:    /* handshake_failure: TLS 1.2's way to say the same */
+		return have_cert ? "the node refused the handshake (broker.cert "
+		    "not accepted?)" : "the node demands a client certificate "
+		    "(set broker.cert and broker.key)";
+	case 48:    /* unknown_ca */
 		return "the node does not trust the CA that signed broker.cert";
-	if (strcmp(alert, "certificate expired") == 0)
+	case 45:    /* certificate_expired */
 		return "the node says broker.cert has expired";
-	if (strcmp(alert, "bad certificate") == 0 ||
-	    strcmp(alert, "unsupported certificate") == 0)
+	case 44:    /* certificate_revoked */
+		return "the node says broker.cert is revoked";
+	case 42: case 43: case 46:   /* bad, unsupported, unknown certificate */
 		return "the node refused broker.cert";
-	return "the node ended the TLS session";
+	default:
+		return "the node ended the TLS session";
+	}
 }
 
 /* The reason of a failed TLS step as one line, into res.error. */
@@ -410,7 +421,7 @@ tls_failure(struct connector *c, const char *step, int rc)
 			    "trusted: %s (depth %d)", what, c->verify_depth);
 	} else if (c->alert[0] != '\0') {
 		(void)buf_printf(&b, "TLS: %s (alert '%s' during the %s)",
-		    alert_hint(c->alert), c->alert, step);
+		    alert_hint(c->alert_code, c->params.cert != NULL), c->alert, step);
 	} else {
 		(void)buf_printf(&b, "%s failed: %s%s%s", step, amqp_error_string2(rc),
 		    detail[0] ? ": " : "", detail);
