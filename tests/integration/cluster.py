@@ -240,6 +240,40 @@ class Cluster:
                                      "(each sees %s)" % (sorted(want), timeout, seen))
             time.sleep(0.5)
 
+    def leader(self, queue, via=None):
+        """The index of the node that leads quorum queue `queue`, or None."""
+        for i in ([via] if via is not None else range(self.size)):
+            try:
+                out = self.ctl(i, "list_queues", "name", "leader", timeout=30)
+            except (AssertionError, subprocess.TimeoutExpired):
+                continue
+            for line in out.splitlines():
+                parts = line.split("\t")
+                if len(parts) == 2 and parts[0] == queue:
+                    for j in range(self.size):
+                        if parts[1].strip() == self.nodename(j):
+                            return j
+            return None
+        return None
+
+    def move_leader(self, queue, to, vhost="/"):
+        """Makes node `to` the leader of quorum queue `queue` (Ra's own
+        leadership transfer, asked of the current leader); waits until
+        list_queues says so."""
+        src = self.leader(queue)
+        if src is None or src == to:
+            return
+        expr = ("{ok, Q} = rabbit_amqqueue:lookup(rabbit_misc:r(<<\"%s\">>, queue, <<\"%s\">>)),"
+                " {Name, _} = amqqueue:get_pid(Q),"
+                " ra:transfer_leadership({Name, node()}, {Name, '%s'})."
+                % (vhost, queue, self.nodename(to)))
+        self.ctl(src, "eval", expr)
+        deadline = time.monotonic() + 30
+        while self.leader(queue, via=to) != to:
+            if time.monotonic() >= deadline:
+                raise AssertionError("queue %s: leadership did not move to node %d" % (queue, to))
+            time.sleep(0.2)
+
     def kill9(self, i):
         os.kill(self.pid(i), signal.SIGKILL)
 
