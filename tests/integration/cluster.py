@@ -65,7 +65,7 @@ def _ports(n, offsets):
             continue
         taken |= want
         out.append(p)
-    raise AssertionError("no %d free port sets found in 20000-40000" % n)
+    raise AssertionError("no %d free port sets found (bases 20000-30000)" % n)
 
 
 class Cluster:
