@@ -5,10 +5,14 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 #include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
 
 #include "backoff.h"
 #include "log.h"
+#include "nodes.h"
 #include "result.h"
 
 /* Frames handled per callback before yielding to other watchers; the idle
@@ -77,6 +81,11 @@ struct broker {
 	struct connector *connector;    /* only while CONNECTING */
 	struct backoff backoff;
 	bool attempted;                 /* a first attempt has ended */
+	/* Which node of params.nodes to try next (per process, shuffled);
+	 * the backoff applies once per round of them (nodes.h). */
+	struct nodes *order;
+	bool planned;                   /* a loss we caused: stay on the node */
+	int consume_prefetch;           /* of the consumer in force */
 
 	ev_io io_r;
 	ev_io io_w;
@@ -162,6 +171,37 @@ static double
 broker_rand(void)
 {
 	return (double)random() / ((double)RAND_MAX + 1.0);
+}
+
+/* The node an attempt goes to, for log lines: "host:port". */
+static const char *
+broker_node_name(const struct broker *b, char *buf, size_t len)
+{
+	const struct uri *u = &b->params.nodes[nodes_current(b->order)];
+	snprintf(buf, len, u->host != NULL && strchr(u->host, ':') != NULL ?
+	    "[%s]:%d" : "%s:%d", u->host, u->port);
+	return buf;
+}
+
+/* The current node failed: moves on to the next one, and returns the
+ * delay before trying it, 0 while the round has untried nodes (nodes.h).
+ * next names it for the log line. */
+static double
+broker_next_node(struct broker *b, char *next, size_t len)
+{
+	bool round = nodes_fail(b->order);
+	broker_node_name(b, next, len);
+	return round ? backoff_next(&b->backoff, broker_rand()) : 0.0;
+}
+
+/* A seed of this process's own, so that a fleet spreads over the nodes. */
+static uint64_t
+broker_seed(void)
+{
+	uint64_t seed;
+	if (getrandom(&seed, sizeof(seed), GRND_NONBLOCK) == (ssize_t)sizeof(seed))
+		return seed;
+	return (uint64_t)getpid() * 0x9e3779b97f4a7c15ULL ^ (uint64_t)time(NULL);
 }
 
 /* Whether a write costing `cost` (BROKER_COST_* plus its bytes) can go out
@@ -452,9 +492,23 @@ broker_lost(struct broker *b, const char *fmt, ...)
 	 * tasks, and their tags mean nothing on the next connection. */
 	broker_tags_clear(b);
 
-	double delay = backoff_next(&b->backoff, broker_rand());
-	log_warn("broker connection lost: %s; reconnecting in %.1f s", why, delay);
-	broker_schedule(b, delay);
+	char node[300], next[300];
+	broker_node_name(b, node, sizeof(node));
+	if (b->planned) {
+		/* Settings changed or a fresh consumer was asked for: the
+		 * caller connects again at once, to the same node first. */
+		b->planned = false;
+		log_info("closing the connection to node %s: %s", node, why);
+	} else {
+		double delay = broker_next_node(b, next, sizeof(next));
+		if (delay > 0)
+			log_warn("broker connection lost: node %s: %s; reconnecting "
+			    "in %.1f s (node %s)", node, why, delay, next);
+		else
+			log_warn("broker connection lost: node %s: %s; reconnecting "
+			    "to node %s now", node, why, next);
+		broker_schedule(b, delay);
+	}
 
 	/* The loss is often found inside a call the owner made (a publish,
 	 * a flush) while it walks its own lists: tell it from the loop, never
@@ -663,11 +717,26 @@ broker_method(struct broker *b, amqp_channel_t ch, amqp_method_t *m)
 		    b->ops.cancelled != NULL)
 			b->ops.cancelled(b->ctx);
 		break;
-	case AMQP_BASIC_CANCEL_METHOD:
+	case AMQP_BASIC_CANCEL_METHOD: {
 		/* Sent because we advertised consumer_cancel_notify: the queue
-		 * was deleted or its leader moved.  Reconnecting redeclares it. */
-		broker_lost(b, "the broker cancelled the consumer (queue deleted?)");
+		 * was deleted, or a node holding it went (a quorum queue's
+		 * leader moving does not cancel; a classic queue's node going
+		 * does).  Consume again on the same channel, so the tasks in
+		 * flight keep their tags; a queue that is gone answers 404,
+		 * which closes the channel, and reconnecting redeclares it.  A
+		 * cancel of a consumer we cancelled ourselves needs nothing. */
+		amqp_basic_cancel_t *bc = m->decoded;
+		if (!b->consuming || b->consumer_tag == NULL ||
+		    bc->consumer_tag.len != strlen(b->consumer_tag) ||
+		    memcmp(bc->consumer_tag.bytes, b->consumer_tag, bc->consumer_tag.len) != 0)
+			break;
+		char node[300];
+		log_warn("node %s cancelled the consumer (queue deleted, or a node "
+		    "of it went): consuming again", broker_node_name(b, node, sizeof(node)));
+		b->consuming = false;
+		(void)broker_consume(b, b->consume_prefetch);
 		return;
+	}
 	case AMQP_CONNECTION_BLOCKED_METHOD: {
 		amqp_connection_blocked_t *bl = m->decoded;
 		b->blocked = true;
@@ -837,9 +906,19 @@ broker_connected(void *ctx, struct connector_result *res)
 	connector_free(b->connector);
 	b->connector = NULL;
 	if (res->conn == NULL) {
-		double delay = backoff_next(&b->backoff, broker_rand());
-		log_warn("cannot reach the broker: %s; retrying in %.1f s",
-		    res->error ? res->error : "unknown error", delay);
+		char node[300], next[300];
+		broker_node_name(b, node, sizeof(node));
+		double delay = broker_next_node(b, next, sizeof(next));
+		if (nodes_count(b->order) == 1)
+			log_warn("cannot reach the broker: node %s: %s; retrying in %.1f s",
+			    node, res->error ? res->error : "unknown error", delay);
+		else if (delay > 0)
+			log_warn("cannot reach the broker: node %s: %s; every node "
+			    "failed, retrying in %.1f s (node %s)", node,
+			    res->error ? res->error : "unknown error", delay, next);
+		else
+			log_warn("cannot reach the broker: node %s: %s; trying node %s",
+			    node, res->error ? res->error : "unknown error", next);
 		connector_result_clear(res);
 		broker_schedule(b, delay);
 		if (!b->attempted) {
@@ -875,6 +954,8 @@ broker_connected(void *ctx, struct connector_result *res)
 	broker_tags_clear(b);
 	b->room = 0;
 	backoff_reset(&b->backoff);
+	nodes_success(b->order);
+	b->consume_prefetch = p->prefetch;
 	b->last_rx = ev_now(b->loop);
 
 	int fd = amqp_get_sockfd(b->conn);
@@ -886,8 +967,16 @@ broker_connected(void *ctx, struct connector_result *res)
 		ev_timer_set(&b->hb, b->heartbeat / 2.0, b->heartbeat / 2.0);
 		ev_timer_start(b->loop, &b->hb);
 	}
-	log_info("connected to %s:%d vhost '%s', consuming '%s' (prefetch %d, heartbeat %d s)",
-	    p->uri.host, p->uri.port, p->uri.vhost, p->queue, p->prefetch, b->heartbeat);
+	char node[300];
+	const struct uri *u = connector_node(p);
+	if (nodes_count(b->order) > 1)
+		log_info("connected to node %s (of %zu) vhost '%s', consuming '%s' "
+		    "(prefetch %d, heartbeat %d s)", broker_node_name(b, node, sizeof(node)),
+		    nodes_count(b->order), u->vhost, p->queue, p->prefetch, b->heartbeat);
+	else
+		log_info("connected to %s vhost '%s', consuming '%s' (prefetch %d, "
+		    "heartbeat %d s)", broker_node_name(b, node, sizeof(node)), u->vhost,
+		    p->queue, p->prefetch, b->heartbeat);
 
 	b->ops.up(b->ctx);
 	/* Deliveries may already sit in the library's buffer. */
@@ -899,6 +988,7 @@ static void
 broker_attempt(struct broker *b)
 {
 	b->state = BROKER_CONNECTING;
+	b->params.node = nodes_current(b->order);
 	b->connector = connector_start(b->loop, &b->params, broker_connected, b);
 	if (b->connector == NULL) {
 		double delay = backoff_next(&b->backoff, broker_rand());
@@ -930,6 +1020,13 @@ broker_new(struct ev_loop *loop, const struct connector_params *params,
 	}
 	b->ring = calloc((size_t)max_unconfirmed, sizeof(*b->ring));
 	if (b->ring == NULL) {
+		connector_params_clear(&b->params);
+		free(b);
+		return NULL;
+	}
+	b->order = nodes_new(b->params.nnodes, broker_seed());
+	if (b->order == NULL) {
+		free(b->ring);
 		connector_params_clear(&b->params);
 		free(b);
 		return NULL;
@@ -969,10 +1066,17 @@ static bool
 params_same(const struct connector_params *a, const struct connector_params *c)
 {
 #define SAME_STR(x, y) ((x) == (y) || ((x) && (y) && strcmp((x), (y)) == 0))
-	return SAME_STR(a->uri.user, c->uri.user) && SAME_STR(a->uri.password, c->uri.password) &&
-	    SAME_STR(a->uri.host, c->uri.host) && a->uri.port == c->uri.port &&
-	    SAME_STR(a->uri.vhost, c->uri.vhost) && a->uri.tls == c->uri.tls &&
-	    SAME_STR(a->cacert, c->cacert) && a->heartbeat == c->heartbeat &&
+	if (a->nnodes != c->nnodes)
+		return false;
+	for (size_t i = 0; i < a->nnodes; i++) {
+		const struct uri *x = &a->nodes[i], *y = &c->nodes[i];
+		if (!(SAME_STR(x->user, y->user) && SAME_STR(x->password, y->password) &&
+		    SAME_STR(x->host, y->host) && x->port == y->port &&
+		    SAME_STR(x->vhost, y->vhost) && x->tls == y->tls))
+			return false;
+	}
+	return SAME_STR(a->cacert, c->cacert) && SAME_STR(a->cert, c->cert) &&
+	    SAME_STR(a->key, c->key) && a->heartbeat == c->heartbeat &&
 	    a->prefetch == c->prefetch && a->timeout == c->timeout &&
 	    SAME_STR(a->queue, c->queue) && a->durable == c->durable &&
 	    a->quorum == c->quorum && SAME_STR(a->reply_queue, c->reply_queue);
@@ -986,8 +1090,10 @@ broker_replan(struct broker *b)
 	ev_timer_stop(b->loop, &b->replan);
 	/* Answered tasks need not come back. */
 	(void)broker_flush(b, BROKER_REPLAN_FLUSH_MS);
-	if (b->state == BROKER_UP)
+	if (b->state == BROKER_UP) {
+		b->planned = true;
 		broker_lost(b, "broker settings changed");
+	}
 	ev_timer_stop(b->loop, &b->retry);
 	broker_attempt(b);
 }
@@ -1061,11 +1167,32 @@ broker_reconfigure(struct broker *b, const struct connector_params *params,
 	struct connector_params copy;
 	if (connector_params_copy(&copy, params) < 0)
 		return 0;
+	/* A new node list gets a new order; the same list keeps its own,
+	 * and its place in it. */
+	bool same_nodes = copy.nnodes == b->params.nnodes;
+	for (size_t i = 0; same_nodes && i < copy.nnodes; i++)
+		same_nodes = strcmp(copy.nodes[i].host, b->params.nodes[i].host) == 0 &&
+		    copy.nodes[i].port == b->params.nodes[i].port;
+	if (!same_nodes) {
+		struct nodes *order = nodes_new(copy.nnodes, broker_seed());
+		if (order == NULL) {
+			connector_params_clear(&copy);
+			return 0;
+		}
+		nodes_free(b->order);
+		b->order = order;
+	}
 	connector_params_clear(&b->params);
 	b->params = copy;
 	backoff_reset(&b->backoff);
 	broker_reconnect(b);
 	return 1;
+}
+
+const struct uri *
+broker_node(const struct broker *b)
+{
+	return &b->params.nodes[nodes_current(b->order)];
 }
 
 enum broker_state
@@ -1240,6 +1367,7 @@ broker_consume(struct broker *b, int prefetch)
 	b->consumer_id++;
 	b->window = q.prefetch_count;
 	b->consuming = true;
+	b->consume_prefetch = prefetch;
 	broker_after_call(b);
 	return 0;
 }
@@ -1314,6 +1442,7 @@ broker_free(struct broker *b)
 	broker_stop(b);
 	empty_amqp_pool(&b->props_pool);
 	connector_params_clear(&b->params);
+	nodes_free(b->order);
 	free(b->ring);
 	free(b->tags);
 	free(b);

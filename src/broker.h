@@ -8,6 +8,11 @@
  *   BROKER_WAITING     the last attempt failed or the connection died; a
  *                      backoff timer will start the next attempt
  *
+ * A cluster (params.nnodes > 1): one node at a time, in an order of this
+ * process's own; a failed attempt or a lost connection moves on to the
+ * next node at once, and the reconnect backoff applies once every node
+ * has failed in a row (nodes.h).  Log lines name the node.
+ *
  * The loop never blocks on the broker: setup runs on the connector thread;
  * once UP, frames are drained with zero timeouts from an ev_io, an ev_idle
  * (bytes already buffered never wake the fd again) and a timer at half the
@@ -127,6 +132,8 @@ int broker_reconfigure(struct broker *b, const struct connector_params *params,
     size_t max_payload, int max_unconfirmed, double reconnect_max);
 
 enum broker_state broker_state(const struct broker *b);
+/* The node connected to (UP), or the one tried next. */
+const struct uri *broker_node(const struct broker *b);
 uint64_t broker_generation(const struct broker *b);
 bool broker_reply_durable(const struct broker *b);
 

@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/stat.h>
 #include <sys/types.h>
 #include <unistd.h>
@@ -19,6 +20,7 @@
 #include "buf.h"
 #include "httppolicy.h"
 #include "metrics.h" /* metrics_parse_listen only */
+#include "tlsfiles.h"
 #include "log.h"   /* enum log_level only: conf reports, it never logs */
 
 #define CONF_DEFAULT_URI "amqp://guest:guest@127.0.0.1:5672/%2f"
@@ -59,6 +61,8 @@ enum key_type {
 	KEY_NAME,    /* KEY_STRING restricted to task-name characters */
 	KEY_PATH,    /* KEY_STRING holding an absolute path */
 	KEY_ENUM,    /* int-sized field; the index of the word in words[] */
+	KEY_STRINGS, /* char ** field (NULL-terminated): a string, or an array
+	              * of them; min bounds the count, max each length */
 };
 
 struct key {
@@ -99,13 +103,15 @@ static const char *const task_kinds[] = {
 #define T(f) offsetof(struct conf_task, f)
 
 static const struct key broker_keys[] = {
-	{ "uri", KEY_STRING, 1, CONF_PATH_MAX, false, NULL, 0, C(broker_uri) },
+	{ "uri", KEY_STRINGS, 1, CONF_PATH_MAX, false, NULL, 0, C(broker_uris) },
 	{ "heartbeat", KEY_INT, 0, 3600, false, NULL, 0, C(heartbeat) },
 	{ "prefetch", KEY_INT, 0, 65535, false, NULL, 0, C(prefetch) },
 	{ "connect_timeout", KEY_DOUBLE, 0.1, 300, false, NULL, 0, C(connect_timeout) },
 	{ "reconnect_max", KEY_DOUBLE, 1, 3600, false, NULL, 0, C(reconnect_max) },
 	{ "password_file", KEY_PATH, 1, CONF_PATH_MAX, false, NULL, 0, C(password_file) },
 	{ "cacert", KEY_PATH, 1, CONF_PATH_MAX, false, NULL, 0, C(cacert) },
+	{ "cert", KEY_PATH, 1, CONF_PATH_MAX, false, NULL, 0, C(cert) },
+	{ "key", KEY_PATH, 1, CONF_PATH_MAX, false, NULL, 0, C(key) },
 	{ "max_unconfirmed", KEY_INT, 1, 100000, false, NULL, 0, C(max_unconfirmed) },
 	/* RabbitMQ's own ceiling for max_message_size is 512 MiB. */
 	{ "max_message_size", KEY_SIZE, 1, 536870912, false, NULL, 0, C(max_message_size) },
@@ -345,6 +351,67 @@ put_words(struct buf *b, const struct key *k)
 	return 0;
 }
 
+static char **load_strings(struct loader *l, const config_setting_t *s,
+    const char *key, size_t *count);
+static void free_strings(char **v);
+
+/* KEY_STRINGS: "x" or [ "x", "y" ]. */
+static void
+load_string_list(struct loader *l, const config_setting_t *s,
+    const char *prefix, const struct key *k, char ***field)
+{
+	struct buf key = { 0 };
+	char **v = NULL;
+	size_t n = 0;
+	int t = config_setting_type(s);
+
+	if (buf_printf(&key, "%s.%s", prefix, k->name) < 0) {
+		l->nomem = true;
+		return;
+	}
+	if (t == CONFIG_TYPE_STRING) {
+		if ((v = calloc(2, sizeof(*v))) == NULL ||
+		    (v[0] = dup_str(l, config_setting_get_string(s))) == NULL) {
+			free(v);
+			l->nomem = true;
+			goto out;
+		}
+		n = 1;
+	} else if (t == CONFIG_TYPE_ARRAY || t == CONFIG_TYPE_LIST) {
+		if ((v = load_strings(l, s, key.data, &n)) == NULL)
+			goto out;
+	} else {
+		problem(l, s, "%s: must be a string or an array of strings: "
+		    "\"...\" or [ \"...\", \"...\" ]", key.data);
+		goto out;
+	}
+	if (n < k->min) {
+		problem(l, s, "%s: must not be an empty list", key.data);
+		goto bad;
+	}
+	for (size_t i = 0; i < n; i++) {
+		const config_setting_t *e = t == CONFIG_TYPE_STRING ? s :
+		    config_setting_get_elem(s, (unsigned)i);
+		size_t len = strlen(v[i]);
+		if (len == 0 || len > k->max) {
+			const char *why = len == 0 ? "must not be empty" :
+			    "is too long";
+			if (t == CONFIG_TYPE_STRING)
+				problem(l, e, "%s: %s", key.data, why);
+			else
+				problem(l, e, "%s[%zu]: %s", key.data, i, why);
+			goto bad;
+		}
+	}
+	free_strings(*field);
+	*field = v;
+	goto out;
+bad:
+	free_strings(v);
+out:
+	buf_free(&key);
+}
+
 /* Checks setting s against key k and stores it at base + k->off.  prefix
  * is the dotted path of the enclosing group ("broker", "tasks[2]"). */
 static void
@@ -442,6 +509,9 @@ load_key(struct loader *l, const config_setting_t *s, const char *prefix,
 		*(char **)field = d;
 		return;
 	}
+	case KEY_STRINGS:
+		load_string_list(l, s, prefix, k, (char ***)field);
+		return;
 	case KEY_ENUM: {
 		const char *v = config_setting_type(s) == CONFIG_TYPE_STRING ?
 		    config_setting_get_string(s) : NULL;
@@ -821,25 +891,108 @@ read_password(struct loader *l, const config_setting_t *s, const char *path)
 	return line;
 }
 
+/* The setting of broker.uri's i-th node, for its line. */
+static const config_setting_t *
+uri_setting(const config_t *cfg, size_t i)
+{
+	const config_setting_t *s = config_lookup(cfg, "broker.uri");
+	if (s != NULL && config_setting_type(s) != CONFIG_TYPE_STRING) {
+		const config_setting_t *e = config_setting_get_elem(s, (unsigned)i);
+		if (e != NULL)
+			return e;
+	}
+	return s;
+}
+
 static void
 check_broker(struct loader *l, const config_t *cfg)
 {
 	struct conf *c = l->c;
 	char err[256];   /* our own text: uri_parse never echoes the input */
-	bool parsed = uri_parse(c->broker_uri, &c->broker, err, sizeof(err)) == 0;
+	size_t n = 0;
 
-	if (!parsed)
-		problem(l, config_lookup(cfg, "broker.uri"), "broker.uri: %s", err);
-	if (c->password_file != NULL) {
-		char *pw = read_password(l, config_lookup(cfg, "broker.password_file"),
-		    c->password_file);
-		if (pw != NULL && parsed) {
-			wipe_free(c->broker.password);
-			c->broker.password = pw;
-		} else {
-			wipe_free(pw);
+	if (c->broker_uris == NULL) {
+		if ((c->broker_uris = calloc(2, sizeof(char *))) == NULL ||
+		    (c->broker_uris[0] = strdup(CONF_DEFAULT_URI)) == NULL) {
+			l->nomem = true;
+			return;
 		}
 	}
+	while (c->broker_uris[n] != NULL)
+		n++;
+	bool list = n > 1 || (config_lookup(cfg, "broker.uri") != NULL &&
+	    config_setting_type(config_lookup(cfg, "broker.uri")) != CONFIG_TYPE_STRING);
+	if ((c->nodes = calloc(n, sizeof(*c->nodes))) == NULL) {
+		l->nomem = true;
+		return;
+	}
+	c->nnodes = n;
+	free(c->broker_uri);
+	if ((c->broker_uri = strdup(c->broker_uris[0])) == NULL)
+		l->nomem = true;
+
+	char *pw = NULL;
+	if (c->password_file != NULL)
+		pw = read_password(l, config_lookup(cfg, "broker.password_file"),
+		    c->password_file);
+	bool parsed = true;
+	for (size_t i = 0; i < n; i++) {
+		const config_setting_t *s = uri_setting(cfg, i);
+		struct uri *u = &c->nodes[i];
+		if (uri_parse(c->broker_uris[i], u, err, sizeof(err)) < 0) {
+			if (list)
+				problem(l, s, "broker.uri[%zu]: %s", i, err);
+			else
+				problem(l, s, "broker.uri: %s", err);
+			parsed = false;
+			continue;
+		}
+		if (pw != NULL) {
+			wipe_free(u->password);
+			if ((u->password = strdup(pw)) == NULL)
+				l->nomem = true;
+		}
+		/* One cluster, one way in: a list that mixes amqp:// and
+		 * amqps:// would fall back to plain text whenever a TLS node
+		 * is down, which nobody means. */
+		if (u->tls != c->nodes[0].tls)
+			problem(l, s, "broker.uri[%zu]: is %s but broker.uri[0] is %s: "
+			    "the nodes of one cluster take the same scheme", i,
+			    u->tls ? "amqps://" : "amqp://",
+			    c->nodes[0].tls ? "amqps://" : "amqp://");
+		for (size_t j = 0; j < i; j++)
+			if (c->nodes[j].host != NULL &&
+			    strcasecmp(c->nodes[j].host, u->host) == 0 &&
+			    c->nodes[j].port == u->port) {
+				problem(l, s, "broker.uri[%zu]: names the same node "
+				    "(%s:%d) as broker.uri[%zu]", i, u->host, u->port, j);
+				break;
+			}
+	}
+	wipe_free(pw);
+	if (parsed && uri_copy(&c->broker, &c->nodes[0]) < 0)
+		l->nomem = true;
+
+	/* Mutual TLS: both files or neither, and only where TLS is spoken. */
+	bool tls = parsed && c->nodes[0].tls;
+	const config_setting_t *cs = config_lookup(cfg, "broker.cert");
+	const config_setting_t *ks = config_lookup(cfg, "broker.key");
+	if ((c->cert != NULL) != (c->key != NULL)) {
+		if (c->cert != NULL)
+			problem(l, cs, "broker.cert: needs broker.key, its private key");
+		else
+			problem(l, ks, "broker.key: needs broker.cert, its certificate");
+	} else if (c->cert != NULL && parsed && !tls) {
+		problem(l, cs, "broker.cert: client certificates need TLS, but "
+		    "broker.uri is amqp://: use amqps://");
+	} else if (c->cert != NULL) {
+		int which = 0;
+		if (tlsfiles_check_pair(c->cert, c->key, &which, err, sizeof(err)) < 0)
+			problem(l, which == 0 ? cs : ks, "%s: %s",
+			    which == 0 ? "broker.cert" : "broker.key", err);
+	}
+	if (c->cacert != NULL && tlsfiles_check_ca(c->cacert, err, sizeof(err)) < 0)
+		problem(l, config_lookup(cfg, "broker.cacert"), "broker.cacert: %s", err);
 }
 
 static void
@@ -1031,6 +1184,12 @@ conf_free(struct conf *c)
 	free(c->path);
 	free(c->broker_uri);
 	uri_free(&c->broker);
+	free_strings(c->broker_uris);
+	for (size_t i = 0; i < c->nnodes; i++)
+		uri_free(&c->nodes[i]);
+	free(c->nodes);
+	free(c->cert);
+	free(c->key);
 	free(c->password_file);
 	free(c->cacert);
 	free(c->queue_name);

@@ -43,14 +43,22 @@ struct conf {
 	char *path;
 
 	/* broker */
-	char *broker_uri;         /* as written, for logs (password masked by caller) */
-	struct uri broker;        /* parsed */
+	char *broker_uri;         /* the first node as written (password masked by caller) */
+	struct uri broker;        /* the first node, parsed */
+	/* broker.uri: one node (a string) or the nodes of one cluster (an
+	 * array); every node has the same scheme, and password_file applies
+	 * to each. */
+	char **broker_uris;       /* NULL-terminated, as written */
+	struct uri *nodes;        /* parsed, nnodes of them */
+	size_t nnodes;
 	int heartbeat;            /* seconds, 0 = off; default 30 */
 	int prefetch;             /* 0 = derived from capacity; default 0 */
 	double connect_timeout;   /* seconds, socket connect + AMQP handshake; default 10 */
 	double reconnect_max;     /* seconds, backoff cap; default 30 */
 	char *password_file;      /* NULL or a file whose first line is the password */
 	char *cacert;             /* NULL or a CA bundle for amqps (default: system paths) */
+	char *cert;               /* NULL or the client certificate (PEM), amqps only */
+	char *key;                /* its private key (PEM); set with cert or not at all */
 	int max_unconfirmed;      /* results published but not yet confirmed; default 1000 */
 	/* The largest message body the broker takes (RabbitMQ's
 	 * max_message_size, which AMQP 0-9-1 does not advertise); default

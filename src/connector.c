@@ -12,7 +12,9 @@
 #include <unistd.h>
 #include <amqp_ssl_socket.h>
 #include <amqp_tcp_socket.h>
+#include <openssl/err.h>
 #include <openssl/ssl.h>
+#include <openssl/x509v3.h>
 
 #include "config.h"
 #include "buf.h"
@@ -47,6 +49,14 @@ struct connector {
 	 * another fd of the daemon's. */
 	int fd;
 	bool abandoned;          /* the loop let go: no hand-over */
+
+	/* The thread's alone (OpenSSL calls back on the thread): what the
+	 * TLS layer said, to explain a failure. */
+	SSL_CTX *ssl_ctx;        /* while the attempt's TLS socket lives */
+	char alert[80];          /* the last alert the node sent, or "" */
+	int alert_code;          /* its TLS AlertDescription */
+	long verify_error;       /* the first X509_V_ERR_* of the node's chain */
+	int verify_depth;
 };
 
 static void connector_unref(struct connector *c);
@@ -74,11 +84,21 @@ xstrdup(const char *s)
 	return s ? strdup(s) : NULL;
 }
 
+const struct uri *
+connector_node(const struct connector_params *p)
+{
+	return &p->nodes[p->node < p->nnodes ? p->node : 0];
+}
+
 void
 connector_params_clear(struct connector_params *p)
 {
-	uri_free(&p->uri);
+	for (size_t i = 0; i < p->nnodes; i++)
+		uri_free(&p->nodes[i]);
+	free(p->nodes);
 	free(p->cacert);
+	free(p->cert);
+	free(p->key);
 	free(p->queue);
 	free(p->reply_queue);
 	free(p->connection_name);
@@ -90,12 +110,29 @@ connector_params_copy(struct connector_params *dst, const struct connector_param
 {
 	memset(dst, 0, sizeof(*dst));
 	*dst = *src;
-	memset(&dst->uri, 0, sizeof(dst->uri));
+	dst->nodes = NULL;
+	dst->nnodes = 0;
+	dst->cacert = NULL;
+	dst->cert = NULL;
+	dst->key = NULL;
+	dst->queue = NULL;
+	dst->reply_queue = NULL;
+	dst->connection_name = NULL;
+	bool nodes_ok = (dst->nodes = calloc(src->nnodes ? src->nnodes : 1,
+	    sizeof(*dst->nodes))) != NULL;
+	for (size_t i = 0; nodes_ok && i < src->nnodes; i++) {
+		if (uri_copy(&dst->nodes[i], &src->nodes[i]) < 0)
+			nodes_ok = false;
+		else
+			dst->nnodes = i + 1;
+	}
 	dst->cacert = xstrdup(src->cacert);
+	dst->cert = xstrdup(src->cert);
+	dst->key = xstrdup(src->key);
 	dst->queue = xstrdup(src->queue);
 	dst->reply_queue = xstrdup(src->reply_queue);
 	dst->connection_name = xstrdup(src->connection_name);
-	if (uri_copy(&dst->uri, &src->uri) < 0 ||
+	if (!nodes_ok || (src->cert && !dst->cert) || (src->key && !dst->key) ||
 	    (src->cacert && !dst->cacert) || (src->queue && !dst->queue) ||
 	    (src->reply_queue && !dst->reply_queue) ||
 	    (src->connection_name && !dst->connection_name)) {
@@ -283,12 +320,23 @@ declare_or_use(struct connector *c, amqp_connection_state_t conn,
 static void
 handshake_started(const SSL *ssl, int where, int ret)
 {
-	(void)ret;
-	if (!(where & SSL_CB_HANDSHAKE_START) || ssl_index < 0)
+	if (ssl_index < 0)
 		return;
 	struct connector *c = SSL_CTX_get_ex_data(SSL_get_SSL_CTX(ssl), ssl_index);
+	if (c == NULL)
+		return;
+	/* The node's reason for refusing us (our certificate) comes as an
+	 * alert; under TLS 1.3 only after our side of the handshake is done,
+	 * at the first read of the login. */
+	if ((where & SSL_CB_ALERT) && (where & SSL_CB_READ)) {
+		c->alert_code = ret & 0xff;
+		/* OpenSSL 3.0 has no name for TLS 1.3's certificate_required. */
+		snprintf(c->alert, sizeof(c->alert), "%s", c->alert_code == 116 ?
+		    "certificate required" : SSL_alert_desc_string_long(ret));
+		return;
+	}
 	int fd = SSL_get_fd(ssl);
-	if (c == NULL || fd < 0)
+	if (!(where & SSL_CB_HANDSHAKE_START) || fd < 0)
 		return;
 	pthread_mutex_lock(&c->lock);
 	if (c->abandoned)
@@ -296,6 +344,90 @@ handshake_started(const SSL *ssl, int where, int ret)
 	else if (c->fd < 0)
 		c->fd = fcntl(fd, F_DUPFD_CLOEXEC, 0);
 	pthread_mutex_unlock(&c->lock);
+}
+
+/* Keeps the first complaint about the node's chain, and fails the
+ * handshake on it (verification is never optional). */
+static int
+verify_cb(int ok, X509_STORE_CTX *store)
+{
+	if (ok || ssl_index < 0)
+		return ok;
+	SSL *ssl = X509_STORE_CTX_get_ex_data(store, SSL_get_ex_data_X509_STORE_CTX_idx());
+	struct connector *c = ssl != NULL ?
+	    SSL_CTX_get_ex_data(SSL_get_SSL_CTX(ssl), ssl_index) : NULL;
+	if (c != NULL && c->verify_error == X509_V_OK) {
+		c->verify_error = X509_STORE_CTX_get_error(store);
+		c->verify_depth = X509_STORE_CTX_get_error_depth(store);
+	}
+	return 0;
+}
+
+/* Why the node refused us, from its alert (RFC 8446 6.2), with what to
+ * do about it. */
+static const char *
+alert_hint(int code, bool have_cert)
+{
+	switch (code) {
+	case 116:   /* certificate_required */
+		return "the node demands a client certificate (set broker.cert "
+		    "and broker.key)";
+	case 40:    /* handshake_failure: TLS 1.2's way to say the same */
+		return have_cert ? "the node refused the handshake (broker.cert "
+		    "not accepted?)" : "the node demands a client certificate "
+		    "(set broker.cert and broker.key)";
+	case 48:    /* unknown_ca */
+		return "the node does not trust the CA that signed broker.cert";
+	case 45:    /* certificate_expired */
+		return "the node says broker.cert has expired";
+	case 44:    /* certificate_revoked */
+		return "the node says broker.cert is revoked";
+	case 42: case 43: case 46:   /* bad, unsupported, unknown certificate */
+		return "the node refused broker.cert";
+	default:
+		return "the node ended the TLS session";
+	}
+}
+
+/* The reason of a failed TLS step as one line, into res.error. */
+static void
+tls_failure(struct connector *c, const char *step, int rc)
+{
+	const struct uri *u = connector_node(&c->params);
+	struct buf b = { 0 };
+	unsigned long e = ERR_peek_last_error();
+	char detail[200] = "";
+
+	if (e != 0)
+		ERR_error_string_n(e, detail, sizeof(detail));
+	if (c->verify_error != X509_V_OK) {
+		long v = c->verify_error;
+		const char *what = X509_verify_cert_error_string(v);
+		if (v == X509_V_ERR_HOSTNAME_MISMATCH || v == X509_V_ERR_IP_ADDRESS_MISMATCH)
+			(void)buf_printf(&b, "TLS: the node's certificate is not for "
+			    "the name '%s' (connect by a name the certificate "
+			    "lists)", u->host);
+		else if (v == X509_V_ERR_CERT_HAS_EXPIRED && c->verify_depth == 0)
+			(void)buf_printf(&b, "TLS: the node's certificate has "
+			    "expired");
+		else if (v == X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT_LOCALLY ||
+		    v == X509_V_ERR_SELF_SIGNED_CERT_IN_CHAIN ||
+		    v == X509_V_ERR_DEPTH_ZERO_SELF_SIGNED_CERT ||
+		    v == X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT)
+			(void)buf_printf(&b, "TLS: the node's certificate is not "
+			    "signed by a CA we trust (%s; check broker.cacert)", what);
+		else
+			(void)buf_printf(&b, "TLS: the node's certificate is not "
+			    "trusted: %s (depth %d)", what, c->verify_depth);
+	} else if (c->alert[0] != '\0') {
+		(void)buf_printf(&b, "TLS: %s (alert '%s' during the %s)",
+		    alert_hint(c->alert_code, c->params.cert != NULL), c->alert, step);
+	} else {
+		(void)buf_printf(&b, "%s failed: %s%s%s", step, amqp_error_string2(rc),
+		    detail[0] ? ": " : "", detail);
+	}
+	c->res.error = buf_steal(&b, NULL);
+	ERR_clear_error();
 }
 
 static int
@@ -311,26 +443,54 @@ connector_run(struct connector *c, amqp_connection_state_t conn)
 	tv.tv_sec = (time_t)p->timeout;
 	tv.tv_usec = (suseconds_t)((p->timeout - (double)tv.tv_sec) * 1e6);
 
-	if (p->uri.tls) {
+	const struct uri *u = connector_node(p);
+	if (u->tls) {
 		sock = amqp_ssl_socket_new(conn);
 		if (sock == NULL) {
 			c->res.error = strdup("cannot create a TLS socket");
 			return -1;
 		}
+		ctx = amqp_ssl_socket_get_context(sock);
+		ERR_clear_error();
 		/* 0.11 loads no default CA paths and would trust nothing. */
 		if (p->cacert != NULL)
 			rc = amqp_ssl_socket_set_cacert(sock, p->cacert);
 		else
-			rc = SSL_CTX_set_default_verify_paths(
-			    amqp_ssl_socket_get_context(sock)) == 1 ? AMQP_STATUS_OK : -1;
+			rc = SSL_CTX_set_default_verify_paths(ctx) == 1 ?
+			    AMQP_STATUS_OK : -1;
 		if (rc != AMQP_STATUS_OK) {
-			c->res.error = strdup("cannot load the CA certificates for TLS");
+			struct buf b = { 0 };
+			(void)buf_printf(&b, "cannot load the CA certificates from %s",
+			    p->cacert ? p->cacert : "the system store");
+			c->res.error = buf_steal(&b, NULL);
 			return -1;
 		}
-		ctx = amqp_ssl_socket_get_context(sock);
+		if (p->cert != NULL && p->key != NULL &&
+		    amqp_ssl_socket_set_key(sock, p->cert, p->key) != AMQP_STATUS_OK) {
+			char detail[200] = "unreadable";
+			unsigned long e = ERR_peek_last_error();
+			if (e != 0)
+				ERR_error_string_n(e, detail, sizeof(detail));
+			struct buf b = { 0 };
+			(void)buf_printf(&b, "cannot use the client certificate %s with "
+			    "the key %s: %s", p->cert, p->key, detail);
+			c->res.error = buf_steal(&b, NULL);
+			return -1;
+		}
+		/* Verification is always on: rabbitmq-c checks the chain and the
+		 * name after the handshake; asking OpenSSL as well, within it,
+		 * fails the handshake at once and tells which check failed. */
+		X509_VERIFY_PARAM *vp = SSL_CTX_get0_param(ctx);
+		X509_VERIFY_PARAM_set_hostflags(vp, X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS);
+		if (X509_VERIFY_PARAM_set1_ip_asc(vp, u->host) != 1)
+			(void)X509_VERIFY_PARAM_set1_host(vp, u->host, 0);
+		SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, verify_cb);
+		ERR_clear_error();
 		pthread_once(&ssl_index_once, ssl_index_init);
-		if (ssl_index >= 0 && SSL_CTX_set_ex_data(ctx, ssl_index, c) == 1)
+		if (ssl_index >= 0 && SSL_CTX_set_ex_data(ctx, ssl_index, c) == 1) {
 			SSL_CTX_set_info_callback(ctx, handshake_started);
+			c->ssl_ctx = ctx;
+		}
 	} else {
 		sock = amqp_tcp_socket_new(conn);
 		if (sock == NULL) {
@@ -344,17 +504,15 @@ connector_run(struct connector *c, amqp_connection_state_t conn)
 		return -1;
 	}
 
-	rc = amqp_socket_open_noblock(sock, p->uri.host, p->uri.port, &tv);
-	/* TLS 1.3 runs the callback again for messages after the handshake,
-	 * when the connection may be the loop's and c long gone. */
-	if (ctx != NULL) {
-		SSL_CTX_set_info_callback(ctx, NULL);
-		SSL_CTX_set_ex_data(ctx, ssl_index, NULL);
-	}
+	rc = amqp_socket_open_noblock(sock, u->host, u->port, &tv);
 	if (rc != AMQP_STATUS_OK) {
+		if (u->tls && rc != AMQP_STATUS_SOCKET_ERROR &&
+		    rc != AMQP_STATUS_TIMEOUT && rc != AMQP_STATUS_HOSTNAME_RESOLUTION_FAILED) {
+			tls_failure(c, "TLS handshake", rc);
+			return -1;
+		}
 		struct buf b = { 0 };
-		(void)buf_printf(&b, "cannot connect to %s:%d: %s", p->uri.host,
-		    p->uri.port, amqp_error_string2(rc));
+		(void)buf_printf(&b, "cannot connect: %s", amqp_error_string2(rc));
 		c->res.error = buf_steal(&b, NULL);
 		return -1;
 	}
@@ -390,13 +548,18 @@ connector_run(struct connector *c, amqp_connection_state_t conn)
 	props[2].value.value.bytes = amqp_cstring_bytes("taskd " PACKAGE_VERSION);
 	amqp_table_t client_props = { 3, props };
 
-	r = amqp_login_with_properties(conn, p->uri.vhost, 0, AMQP_DEFAULT_FRAME_SIZE,
-	    p->heartbeat, &client_props, AMQP_SASL_METHOD_PLAIN, p->uri.user,
-	    p->uri.password);
+	r = amqp_login_with_properties(conn, u->vhost, 0, AMQP_DEFAULT_FRAME_SIZE,
+	    p->heartbeat, &client_props, AMQP_SASL_METHOD_PLAIN, u->user,
+	    u->password);
 	if (r.reply_type != AMQP_RESPONSE_NORMAL) {
+		if (u->tls && r.reply_type == AMQP_RESPONSE_LIBRARY_EXCEPTION &&
+		    c->alert[0] != '\0') {
+			tls_failure(c, "login", r.library_error);
+			return -1;
+		}
 		char what[300];
-		snprintf(what, sizeof(what), "login to %s:%d vhost '%s' as '%s'",
-		    p->uri.host, p->uri.port, p->uri.vhost, p->uri.user);
+		snprintf(what, sizeof(what), "login to vhost '%s' as '%s'",
+		    u->vhost, u->user);
 		c->res.error = connector_reply_text(r, what);
 		return -1;
 	}
@@ -414,7 +577,7 @@ connector_run(struct connector *c, amqp_connection_state_t conn)
 		c->res.warning = buf_steal(&b, NULL);
 	}
 	if (p->reply_queue != NULL && p->reply_queue[0] != '\0') {
-		if (aborted(c) || declare_or_use(c, conn, p->reply_queue, true, false,
+		if (aborted(c) || declare_or_use(c, conn, p->reply_queue, true, p->quorum,
 		    &created, &durable) < 0)
 			return -1;
 		c->res.reply_durable = durable;
@@ -456,6 +619,19 @@ connector_run(struct connector *c, amqp_connection_state_t conn)
 	return 0;
 }
 
+/* The attempt's TLS callbacks end with its thread: TLS 1.3 runs the info
+ * callback again for messages after the handshake, when the connection
+ * is the loop's and c may be long gone. */
+static void
+connector_tls_done(struct connector *c)
+{
+	if (c->ssl_ctx == NULL)
+		return;
+	SSL_CTX_set_info_callback(c->ssl_ctx, NULL);
+	SSL_CTX_set_ex_data(c->ssl_ctx, ssl_index, NULL);
+	c->ssl_ctx = NULL;
+}
+
 static void *
 connector_main(void *arg)
 {
@@ -465,8 +641,10 @@ connector_main(void *arg)
 	if (conn == NULL) {
 		c->res.error = strdup("out of memory");
 	} else if (connector_run(c, conn) == 0) {
+		connector_tls_done(c);
 		c->res.conn = conn;
 	} else {
+		connector_tls_done(c);
 		if (c->res.error == NULL)
 			c->res.error = strdup("aborted");
 		amqp_destroy_connection(conn);

@@ -27,6 +27,14 @@
  * timeout (the lookup by the resolver's own), then frees everything; the
  * loop does not wait for it.
  *
+ * TLS (amqps): the node's certificate and its name are always verified
+ * (against cacert, else the system store; the name is the URI's host, also
+ * sent as SNI), a client certificate is offered when cert and key are set,
+ * and the handshake is bounded by the timeout.  A failure says why in
+ * words an operator can act on: the node refused our certificate (none
+ * given, unknown CA, expired), the node's certificate is not trusted, its
+ * name does not match, the key cannot be read.
+ *
  * A ready connection has:
  *   channel 1: basic.qos(prefetch) and a manual-ack consumer on the queue
  *   channel 2: confirm.select, for publishing results
@@ -46,8 +54,14 @@
 #define CONNECTOR_CH_PUBLISH 2
 
 struct connector_params {
-	struct uri uri;
+	/* The nodes of the cluster (one for a single broker); an attempt
+	 * connects to nodes[node].  Every node has the same scheme. */
+	struct uri *nodes;
+	size_t nnodes;
+	size_t node;
 	char *cacert;          /* NULL = system CA paths */
+	char *cert;            /* NULL, or the client certificate (PEM) */
+	char *key;             /* its private key (PEM), with cert */
 	int heartbeat;
 	int prefetch;
 	double timeout;        /* per step */
@@ -92,6 +106,9 @@ bool connector_settle(double seconds);
 void connector_result_clear(struct connector_result *res);
 void connector_params_clear(struct connector_params *p);
 int connector_params_copy(struct connector_params *dst, const struct connector_params *src);
+
+/* The node an attempt with p connects to. */
+const struct uri *connector_node(const struct connector_params *p);
 
 /* A rabbitmq-c RPC reply as one line of text (malloc'd). */
 char *connector_reply_text(amqp_rpc_reply_t r, const char *what);

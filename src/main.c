@@ -70,8 +70,10 @@ static void
 warn_readable_secrets(const struct conf *conf)
 {
 	struct stat st;
-	if (uri_has_password(conf->broker_uri) && stat(conf->path, &st) == 0 &&
-	    (st.st_mode & S_IROTH))
+	bool pw = false;
+	for (size_t i = 0; conf->broker_uris != NULL && conf->broker_uris[i] != NULL; i++)
+		pw = pw || uri_has_password(conf->broker_uris[i]);
+	if (pw && stat(conf->path, &st) == 0 && (st.st_mode & S_IROTH))
 		fprintf(stderr, "%s: warning: broker.uri holds a password and the file "
 		    "is readable by every user (chmod o-r, or move the password to "
 		    "broker.password_file)\n", conf->path);

@@ -156,8 +156,11 @@ static int
 taskd_params(struct connector_params *p, const struct conf *conf, const char *worker)
 {
 	memset(p, 0, sizeof(*p));
-	p->uri = conf->broker;  /* borrowed: copied by broker_new/_reconfigure */
+	p->nodes = conf->nodes;  /* borrowed: copied by broker_new/_reconfigure */
+	p->nnodes = conf->nnodes;
 	p->cacert = conf->cacert;
+	p->cert = conf->cert;
+	p->key = conf->key;
 	p->heartbeat = conf->heartbeat;
 	p->prefetch = taskd_prefetch(conf);
 	p->timeout = conf->connect_timeout;
@@ -197,7 +200,8 @@ taskd_notify_status(struct taskd *t, const char *extra)
 	stats_totals(by);
 	if (notify_send("%sSTATUS=%s%s %s:%d; %llu ok, %llu error, %llu timeout, "
 	    "%llu rejected; running %zu io, %zu cpu; %llu redelivered, %llu reconnects",
-	    extra ? extra : "", stop, where, t->conf->broker.host, t->conf->broker.port,
+	    extra ? extra : "", stop, where, broker_node(t->broker)->host,
+	    broker_node(t->broker)->port,
 	    (unsigned long long)by[RESULT_OK], (unsigned long long)by[RESULT_ERROR],
 	    (unsigned long long)by[RESULT_TIMEOUT], (unsigned long long)by[RESULT_REJECTED],
 	    g.io_running, g.cpu_running,
@@ -746,9 +750,10 @@ taskd_run(struct conf *conf, struct registry *reg)
 	ev_signal_start(t.loop, &t.sigint);
 	ev_signal_start(t.loop, &t.sighup);
 
-	log_info("taskd %s starting: config %s, broker %s:%d, queue '%s', %zu tasks, "
+	log_info("taskd %s starting: config %s, broker %s:%d%s, queue '%s', %zu tasks, "
 	    "io concurrency %d, cpu %d (%s), prefetch %d%s%s",
 	    PACKAGE_VERSION, conf->path, conf->broker.host, conf->broker.port,
+	    conf->nnodes > 1 ? " and the other nodes of broker.uri" : "",
 	    conf->queue_name, registry_count(reg), conf->io_max_concurrency,
 	    conf->cpu_workers > 0 ? conf->cpu_workers : taskd_usable_cpus(),
 	    conf->cpu_workers > 0 ? "cpu.workers" : "usable cores",

@@ -152,9 +152,11 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	FUZZ_CHECK(amqp_tune_connection(conn, 0, 131072, 0) == AMQP_STATUS_OK);
 	FUZZ_CHECK(amqp_release_buffers_ok(conn));
 
+	struct uri node = { .user = "guest", .password = "guest", .host = "fuzz",
+	    .port = 5672, .vhost = "/" };
 	struct connector_params params = {
-		.uri = { .user = "guest", .password = "guest", .host = "fuzz",
-		    .port = 5672, .vhost = "/" },
+		.nodes = &node,
+		.nnodes = 1,
 		.prefetch = 100,
 		.timeout = 1,
 		.queue = "distributed_tasks",

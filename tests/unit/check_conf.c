@@ -15,6 +15,7 @@
 #include "buf.h"
 #include "conf.h"
 #include "log.h"
+#include "tlsfiles.h"
 
 #ifndef TEST_DATA
 #error "build with -DTEST_DATA='\"/abs/path/to/tests/data\"'"
@@ -49,9 +50,14 @@ static const char *const bad[] = {
 	"bad-task-names",
 	"bad-task-shape",
 	"bad-tasks-type",
+	"bad-tls",
+	"bad-tls-plain",
 	"bad-types",
 	"bad-unknown",
 	"bad-uri",
+	"bad-uri-empty",
+	"bad-uri-list",
+	"bad-uri-mixed",
 	"bad-uri-port",
 	"bad-uri-secret",
 };
@@ -535,6 +541,79 @@ START_TEST(test_repeat)
 }
 END_TEST
 
+/* broker.uri as a list: every node parsed, in the order written (the
+ * shuffle is the broker's), the password file applied to each. */
+START_TEST(test_cluster)
+{
+	char *path = data_path("good-cluster", ".conf");
+	struct conf *c = load_ok(path);
+
+	ck_assert_uint_eq(c->nnodes, 3);
+	ck_assert_str_eq(c->broker_uris[0], "amqps://taskd@n1.example.com/jobs");
+	ck_assert_ptr_null(c->broker_uris[3]);
+	ck_assert_str_eq(c->broker_uri, c->broker_uris[0]);
+	const char *hosts[] = { "n1.example.com", "n2.example.com", "::1" };
+	const int ports[] = { 5671, 5999, 5671 };
+	for (size_t i = 0; i < 3; i++) {
+		ck_assert_str_eq(c->nodes[i].host, hosts[i]);
+		ck_assert_int_eq(c->nodes[i].port, ports[i]);
+		ck_assert(c->nodes[i].tls);
+		ck_assert_str_eq(c->nodes[i].user, "taskd");
+		ck_assert_str_eq(c->nodes[i].password, "Linux");
+		ck_assert_str_eq(c->nodes[i].vhost, "jobs");
+	}
+	/* The first node stays conf->broker, for what names one node. */
+	ck_assert_str_eq(c->broker.host, "n1.example.com");
+	ck_assert_str_eq(c->broker.password, "Linux");
+	conf_free(c);
+	free(path);
+
+	/* A string is a list of one. */
+	path = data_path("good-minimal", ".conf");
+	c = load_ok(path);
+	ck_assert_uint_eq(c->nnodes, 1);
+	ck_assert_str_eq(c->nodes[0].host, "127.0.0.1");
+	ck_assert_ptr_null(c->broker_uris[1]);
+	conf_free(c);
+	free(path);
+}
+END_TEST
+
+/* The PEM checks behind broker.cacert, broker.cert and broker.key. */
+START_TEST(test_tlsfiles)
+{
+	char err[512];
+	int which = -1;
+	const char *ca = TEST_DATA "/tls/ca.pem", *cert = TEST_DATA "/tls/node.pem";
+	const char *key = TEST_DATA "/tls/node.key", *other = TEST_DATA "/tls/other.key";
+	const char *enc = TEST_DATA "/tls/encrypted.key", *junk = TEST_DATA "/tls/not-pem.txt";
+
+	ck_assert_int_eq(tlsfiles_check_ca(ca, err, sizeof(err)), 0);
+	ck_assert_int_eq(tlsfiles_check_pair(cert, key, &which, err, sizeof(err)), 0);
+
+	ck_assert_int_eq(tlsfiles_check_ca(junk, err, sizeof(err)), -1);
+	ck_assert_msg(strstr(err, "holds no PEM certificate") != NULL, "%s", err);
+	ck_assert_int_eq(tlsfiles_check_ca(TEST_DATA "/tls/none.pem", err, sizeof(err)), -1);
+	ck_assert_msg(strstr(err, "cannot read") != NULL && strstr(err, "No such file"), "%s", err);
+
+	ck_assert_int_eq(tlsfiles_check_pair(cert, other, &which, err, sizeof(err)), -1);
+	ck_assert_int_eq(which, 1);
+	ck_assert_msg(strstr(err, "is not the private key of the certificate in") != NULL, "%s", err);
+	ck_assert_int_eq(tlsfiles_check_pair(cert, enc, &which, err, sizeof(err)), -1);
+	ck_assert_int_eq(which, 1);
+	ck_assert_msg(strstr(err, "is encrypted") != NULL, "%s", err);
+	ck_assert_int_eq(tlsfiles_check_pair(cert, junk, &which, err, sizeof(err)), -1);
+	ck_assert_int_eq(which, 1);
+	ck_assert_msg(strstr(err, "holds no PEM private key") != NULL, "%s", err);
+	ck_assert_int_eq(tlsfiles_check_pair(junk, key, &which, err, sizeof(err)), -1);
+	ck_assert_int_eq(which, 0);
+	ck_assert_msg(strstr(err, "holds no PEM certificate") != NULL, "%s", err);
+	/* A key is not a certificate. */
+	ck_assert_int_eq(tlsfiles_check_pair(key, key, &which, err, sizeof(err)), -1);
+	ck_assert_int_eq(which, 0);
+}
+END_TEST
+
 int
 main(void)
 {
@@ -554,6 +633,8 @@ main(void)
 	tcase_add_test(tc, test_shipped);
 	tcase_add_test(tc, test_missing_file);
 	tcase_add_test(tc, test_repeat);
+	tcase_add_test(tc, test_cluster);
+	tcase_add_test(tc, test_tlsfiles);
 	suite_add_tcase(s, tc);
 
 	tc = tcase_create("runtime");
