@@ -77,6 +77,10 @@ struct broker {
 	unsigned cancels;               /* basic.cancel sent, cancel-ok due */
 	unsigned consumes;              /* consumers started by broker_consume */
 	uint64_t consumer_id;           /* of consumer_tag; never reused */
+	/* The task queue's depth by the last passive declare's answer. */
+	bool probing;                   /* a declare is out, its answer due */
+	long queue_ready;               /* -1: not known on this connection */
+	long queue_consumers;
 	int window;                     /* consumer_tag's prefetch */
 	struct connector *connector;    /* only while CONNECTING */
 	struct backoff backoff;
@@ -711,6 +715,13 @@ broker_method(struct broker *b, amqp_channel_t ch, amqp_method_t *m)
 		    (int)c->reply_text.len, (char *)c->reply_text.bytes);
 		return;
 	}
+	case AMQP_QUEUE_DECLARE_OK_METHOD: {
+		amqp_queue_declare_ok_t *ok = m->decoded;
+		b->probing = false;
+		b->queue_ready = (long)ok->message_count;
+		b->queue_consumers = (long)ok->consumer_count;
+		break;
+	}
 	case AMQP_BASIC_CANCEL_OK_METHOD:
 		/* Deliveries of a cancelled consumer come before its cancel-ok. */
 		if (b->cancels > 0 && --b->cancels == 0 && !b->consuming &&
@@ -936,6 +947,8 @@ broker_connected(void *ctx, struct connector_result *res)
 	res->consumer_tag = NULL;
 	b->consumer_id++;
 	b->window = p->prefetch;
+	b->probing = false;
+	b->queue_ready = b->queue_consumers = -1;
 	b->consuming = true;
 	b->cancels = 0;
 	if (res->warning != NULL)
@@ -1380,6 +1393,40 @@ broker_consumer(const struct broker *b, int *window)
 	if (window != NULL)
 		*window = b->window;
 	return b->consumer_id;
+}
+
+int
+broker_probe_queue(struct broker *b)
+{
+	if (b->state != BROKER_UP || b->probing)
+		return 0;
+	/* Passive: it only asks.  On the consume channel, whose frames the
+	 * loop reads anyway; a queue that is gone closes that channel, which
+	 * a reconnect handles as it does a deleted queue's consumer. */
+	amqp_queue_declare_t q = {
+		.queue = amqp_cstring_bytes(b->params.queue),
+		.passive = 1,
+		.arguments = amqp_empty_table,
+	};
+	broker_charge(b, BROKER_COST_ACK);
+	int rc = amqp_send_method(b->conn, CONNECTOR_CH_CONSUME, AMQP_QUEUE_DECLARE_METHOD, &q);
+	if (rc != AMQP_STATUS_OK) {
+		broker_lost(b, "asking for the queue's depth: %s", amqp_error_string2(rc));
+		return -1;
+	}
+	b->probing = true;
+	broker_after_call(b);
+	return 0;
+}
+
+bool
+broker_queue_depth(const struct broker *b, long *ready, long *consumers)
+{
+	if (b->state != BROKER_UP || b->queue_ready < 0)
+		return false;
+	*ready = b->queue_ready;
+	*consumers = b->queue_consumers;
+	return true;
 }
 
 bool

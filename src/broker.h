@@ -168,6 +168,13 @@ int broker_consume(struct broker *b, int prefetch);
  * may meet deliveries on their way, which a quorum queue hands back with
  * their x-delivery-count raised (docs/decisions.md). */
 uint64_t broker_consumer(const struct broker *b, int *window);
+/* Asks the broker how many tasks wait in the task queue (a passive
+ * queue.declare, answered in the background); one question at a time.
+ * Returns 0, or -1 when the connection just died. */
+int broker_probe_queue(struct broker *b);
+/* The last answer on this connection: tasks ready in the queue and its
+ * consumers (every node's).  False while none has come. */
+bool broker_queue_depth(const struct broker *b, long *ready, long *consumers);
 /* Whether a cancel-ok is still due, so that deliveries may still come
  * (`cancelled` is called when none can). */
 bool broker_cancelling(const struct broker *b);

@@ -294,6 +294,16 @@ stats_render(struct buf *b, const struct stats_gauges *g, const char *version)
 	    "taskd_cpu_worker_restarts_total{reason=\"killed\"} %llu\n",
 	    (unsigned long long)g->workers_crashed, (unsigned long long)g->workers_recycled,
 	    (unsigned long long)g->workers_killed);
+	/* Absent until the broker has answered on this connection: a made-up
+	 * 0 would tell an autoscaler the queue is empty. */
+	if (g->queue_ready >= 0) {
+		rc = rc || gauge(b, "taskd_queue_messages_ready",
+		    "Tasks waiting in the task queue (every node's), as the broker "
+		    "last told this node (asked every 2 s).", (double)g->queue_ready);
+		rc = rc || gauge(b, "taskd_queue_consumers",
+		    "Consumers of the task queue (every node's), as the broker last "
+		    "told this node.", (double)g->queue_consumers);
+	}
 	rc = rc || gauge(b, "taskd_start_time_seconds",
 	    "When this process started, in seconds since the Unix epoch.", g->start_time);
 	rc = rc || counter(b, "taskd_metrics_refused_total",

@@ -106,6 +106,8 @@ struct stats_gauges {
 	int ready;                    /* /readyz would answer 200 */
 	double start_time;            /* Unix time the process started */
 	uint64_t http_refused;        /* metrics connections refused (over the bound) */
+	long queue_ready;             /* the task queue's depth; -1: not known */
+	long queue_consumers;
 };
 
 /* Appends every metric in the Prometheus text format 0.0.4 (# HELP,

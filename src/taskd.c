@@ -64,7 +64,7 @@ struct taskd {
 	ev_timer reconnect;  /* ends TASKD_SWITCHING, from the loop */
 	ev_timer status;     /* refreshes STATUS= (service manager only) */
 	ev_timer watchdog;   /* WATCHDOG=1 at half WATCHDOG_USEC */
-	ev_timer quiet;      /* gives memory back once the node is idle */
+	ev_timer quiet;      /* every 2 s: the queue's depth, memory back when idle */
 	uint64_t quiet_seen; /* tasks settled at its last tick */
 	bool trimmed;        /* since the node last had work */
 	bool ready;          /* READY=1 sent */
@@ -256,6 +256,9 @@ taskd_quiet_cb(struct ev_loop *loop, ev_timer *w, int revents)
 	(void)loop;
 	(void)revents;
 	struct taskd *t = w->data;
+	/* The queue's depth for /metrics, fresh at every tick. */
+	if (t->metrics != NULL)
+		(void)broker_probe_queue(t->broker);
 	struct dispatch_stats st;
 	dispatch_stats(t->dispatch, &st);
 	uint64_t settled = st.ok + st.failed + st.rejected + st.requeued;
@@ -383,7 +386,10 @@ taskd_gauges(struct taskd *t, struct stats_gauges *g)
 		.ready = taskd_is_ready(t),
 		.start_time = t->start_time,
 		.http_refused = t->metrics != NULL ? metrics_refused(t->metrics) : 0,
+		.queue_ready = -1,
+		.queue_consumers = -1,
 	};
+	(void)broker_queue_depth(t->broker, &g->queue_ready, &g->queue_consumers);
 }
 
 static int

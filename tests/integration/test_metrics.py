@@ -291,6 +291,28 @@ class Metrics(TaskdTestCase):
         self.assertEqual(self.value(s, "taskd_tasks_total", task="burn", status="ok"), 4)
         self.assertEqual(self.value(s, "taskd_tasks_running", kind="io"), 0)
 
+    def test_queue_depth(self):
+        """taskd_queue_messages_ready follows the backlog the node sees (for
+        an autoscaler): a node that takes 3 at a time and 40 sleeps
+        published report about 37 waiting, then 0 once all are answered;
+        taskd_queue_consumers counts this node's consumer."""
+        d = self.metrics_taskd({"io.max_concurrency": 1, "cpu.workers": 1,
+                                "broker.prefetch": 3})
+        cids = ["q-%d" % i for i in range(40)]
+        for cid in cids:
+            self.publish(b"300", task="sleep", correlation_id=cid)
+
+        def depth():
+            s, _ = self.scrape(d)
+            return self.value(s, "taskd_queue_messages_ready"), \
+                self.value(s, "taskd_queue_consumers")
+        self.wait_for("a backlog of 30 or more in taskd_queue_messages_ready (now %s)"
+                      % (depth(),), lambda: (depth()[0] or 0) >= 30, 15, 0.2)
+        self.assertEqual(depth()[1], 1)
+        self.collect_ids(cids, 120)
+        self.wait_for("taskd_queue_messages_ready back to 0 (now %s)" % (depth(),),
+                      lambda: depth()[0] == 0, 15, 0.2)
+
     def test_readyz_follows_the_broker(self):
         """/readyz 200 while consuming, 503 while the broker is away (and
         /healthz 200 all along), 200 again once taskd is back; one
