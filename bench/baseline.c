@@ -72,6 +72,7 @@ struct slot {
 	uint64_t body_left;     /* body bytes still expected */
 	bool has_reply_to;
 	bool has_corr;
+	bool persistent;        /* delivery mode 2: so is its reply, as taskd's */
 	struct bytes reply_to;
 	struct bytes corr;
 	struct bytes body;
@@ -209,6 +210,7 @@ ring_push(struct ring *r)
 	slot->body_left = 0;
 	slot->has_reply_to = false;
 	slot->has_corr = false;
+	slot->persistent = false;
 	slot->reply_to.len = slot->corr.len = slot->body.len = 0;
 	return slot;
 }
@@ -394,6 +396,8 @@ on_header(struct baseline *b, const amqp_frame_t *f)
 			goto nomem;
 		s->has_corr = true;
 	}
+	s->persistent = (p->_flags & AMQP_BASIC_DELIVERY_MODE_FLAG) &&
+	    p->delivery_mode == 2;
 	s->body_left = f->payload.properties.body_size;
 	if (s->body_left == 0)
 		content_done(s);
@@ -600,6 +604,16 @@ full_props(amqp_basic_properties_t *p, amqp_table_entry_t h[5], const char *subs
 		    amqp_cstring_bytes("ok-ok-ok-ok-ok-ok-ok-ok-ok-ok-ok-ok-ok-ok");
 }
 
+static bool
+is_direct(const struct bytes *q)
+{
+	static const char direct[] = "amq.rabbitmq.reply-to";
+	static const char named[] = "amq.gen-";
+	return (q->len >= sizeof(direct) - 1 &&
+	    memcmp(q->p, direct, sizeof(direct) - 1) == 0) ||
+	    (q->len >= sizeof(named) - 1 && memcmp(q->p, named, sizeof(named) - 1) == 0);
+}
+
 /* Publishes the replies of every complete delivery, in ring order. */
 static int
 publish_ready(struct baseline *b)
@@ -620,6 +634,13 @@ publish_ready(struct baseline *b)
 		if (s->has_corr) {
 			props._flags |= AMQP_BASIC_CORRELATION_ID_FLAG;
 			props.correlation_id = bytes_view(&s->corr);
+		}
+		/* A persistent task's reply to a named queue is persistent in
+		 * taskd (envelope_result_persistent), so the broker writes it to
+		 * disk: the same work here. */
+		if (s->persistent && !is_direct(&s->reply_to)) {
+			props._flags |= AMQP_BASIC_DELIVERY_MODE_FLAG;
+			props.delivery_mode = 2;
 		}
 		int rc = amqp_basic_publish(b->conn, CH_PUBLISH, amqp_empty_bytes,
 		    bytes_view(&s->reply_to), 1, 0, &props, bytes_view(&s->body));

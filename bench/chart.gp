@@ -16,6 +16,7 @@ set yrange [0:*]
 set offsets 0, 0, graph 0.12, 0
 
 set title "echo drain throughput, tasks/s (log scale)"
+set xtics rotate by -20
 set logscale y
 set yrange [10:*]
 plot datadir."/echo.dat" using 2:xtic(1) notitle lc rgb "#2a6f97", \
@@ -24,7 +25,6 @@ unset logscale y
 set yrange [0:*]
 
 set title "echo latency, ms (log scale)"
-set xtics rotate by -20
 set logscale y
 set yrange [0.1:*]
 plot datadir."/latency.dat" using 2:xtic(1) title "p50" lc rgb "#2a6f97", \

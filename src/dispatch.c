@@ -78,6 +78,24 @@ struct fifo {
 	size_t n;
 };
 
+/*
+ * Freed tasks kept for the next deliveries.  With thousands of tasks in
+ * flight, glibc's per-thread cache (7 blocks per size) misses on nearly
+ * every task, and the miss costs hundreds of instructions at each end
+ * (callgrind on an echo drain).  Bounded, so a burst's high-water mark is
+ * not kept forever; none under ASan, which must see every use after free.
+ */
+#if defined(__SANITIZE_ADDRESS__)
+#define TASK_SPARE_MAX 0
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define TASK_SPARE_MAX 0
+#endif
+#endif
+#ifndef TASK_SPARE_MAX
+#define TASK_SPARE_MAX 1024
+#endif
+
 struct dispatch {
 	struct ev_loop *loop;
 	const struct conf *conf;
@@ -118,6 +136,8 @@ struct dispatch {
 	int used;                     /* its deliveries not yet settled */
 	bool admitting;
 	bool draining;
+	struct task *spare;           /* freed tasks, linked by qnext */
+	size_t nspare;
 	void (*idle)(void *ctx);
 	void *idle_ctx;
 	uint64_t rng[2];
@@ -224,7 +244,13 @@ task_free(struct task *t)
 		recount_free(d->parked_copy);
 		d->parked_copy = NULL;
 	}
-	free(t);
+	if (d->nspare < TASK_SPARE_MAX) {
+		t->qnext = d->spare;
+		d->spare = t;
+		d->nspare++;
+	} else {
+		free(t);
+	}
 	if (was_suspect) {
 		d->suspect = NULL;
 		if (d->iso != ISO_NONE)
@@ -680,8 +706,15 @@ static void
 dispatch_on_delivery(void *ctx, struct broker_delivery *dlv)
 {
 	struct dispatch *d = ctx;
-	struct task *t = calloc(1, sizeof(*t));
+	struct task *t = d->spare;
 
+	if (t != NULL) {
+		d->spare = t->qnext;
+		d->nspare--;
+		memset(t, 0, sizeof(*t));
+	} else {
+		t = calloc(1, sizeof(*t));
+	}
 	if (t == NULL) {
 		log_error("out of memory: task sent back to the queue");
 		broker_reject(d->broker, dlv->gen, dlv->tag, true);
@@ -1371,6 +1404,11 @@ dispatch_free(struct dispatch *d)
 	ev_timer_stop(d->loop, &d->iso_bound);
 	ev_timer_stop(d->loop, &d->iso_step);
 	ev_timer_stop(d->loop, &d->quiet_bound);
+	while (d->spare != NULL) {
+		struct task *next = d->spare->qnext;
+		free(d->spare);
+		d->spare = next;
+	}
 	free(d->worker);
 	free(d);
 }

@@ -11,18 +11,6 @@
  * `type` property and in logs: anything beyond printable ASCII is junk. */
 #define ENVELOPE_NAME_MAX 255
 
-static char *
-dup_bytes(amqp_bytes_t b)
-{
-	char *s = malloc(b.len + 1);
-	if (s == NULL)
-		return NULL;
-	if (b.len > 0)
-		memcpy(s, b.bytes, b.len);
-	s[b.len] = '\0';
-	return s;
-}
-
 static bool
 printable(amqp_bytes_t b)
 {
@@ -70,19 +58,46 @@ displayable(amqp_bytes_t b)
 	return true;
 }
 
-/* Copies b, or a quoted, escaped rendering when it holds bytes that would
- * corrupt a log line or a JSON body. */
-static char *
-dup_display(amqp_bytes_t b)
+/*
+ * Every string of an envelope but the error text lives in one block
+ * (env->strings), built in a buf as the properties are read: one allocation
+ * per task instead of one per field, on the path every task takes.  The
+ * block may move while it grows, so strings are known by their offsets
+ * until envelope_parse ends.
+ */
+#define NO_STRING SIZE_MAX
+
+/* Appends n bytes and a NUL; returns their offset, or NO_STRING. */
+static size_t
+put_bytes(struct buf *sb, const void *p, size_t n)
+{
+	size_t off = sb->len;
+	/* n + 2: the NUL, and the byte buf keeps free past len */
+	if (n > SIZE_MAX - 2 ||
+	    (sb->cap - sb->len < n + 2 && buf_reserve(sb, n + 2) < 0))
+		return NO_STRING;
+	if (n > 0)
+		memcpy(sb->data + sb->len, p, n);
+	sb->len += n;
+	sb->data[sb->len++] = '\0';
+	sb->data[sb->len] = '\0';
+	return off;
+}
+
+/* b, or a quoted, escaped rendering when it holds bytes that would corrupt
+ * a log line or a JSON body. */
+static size_t
+put_display(struct buf *sb, amqp_bytes_t b)
 {
 	if (displayable(b))
-		return dup_bytes(b);
-	struct buf out = { 0 };
-	if (buf_json_string(&out, b.bytes, b.len) < 0) {
-		buf_free(&out);
-		return NULL;
+		return put_bytes(sb, b.bytes, b.len);
+	size_t off = sb->len;
+	if (buf_json_string(sb, b.bytes, b.len) < 0 ||
+	    put_bytes(sb, NULL, 0) == NO_STRING) {
+		sb->len = off;
+		return NO_STRING;
 	}
-	return buf_steal(&out, NULL);
+	return off;
 }
 
 static const amqp_field_value_t *
@@ -194,55 +209,81 @@ envelope_parse(const amqp_basic_properties_t *p, size_t body_len,
     struct envelope *env)
 {
 	amqp_flags_t f = p ? p->_flags : 0;
+	struct buf sb = { 0 };
+	size_t o_id = NO_STRING, o_corr = NO_STRING, o_reply = NO_STRING;
+	size_t o_ctype = NO_STRING, o_task = NO_STRING;
+	bool has_id = (f & AMQP_BASIC_MESSAGE_ID_FLAG) && p->message_id.len > 0;
 
 	env->broker_count = -1;
 	env->persistent = (f & AMQP_BASIC_DELIVERY_MODE_FLAG) &&
 	    p->delivery_mode == AMQP_DELIVERY_PERSISTENT;
 
+	/* Room for the usual case at once: every field displayable as it is. */
+	size_t guess = 48 + (has_id ? 2 * p->message_id.len : 0);
+	if (f & AMQP_BASIC_CORRELATION_ID_FLAG)
+		guess += p->correlation_id.len;
+	if (f & AMQP_BASIC_REPLY_TO_FLAG)
+		guess += p->reply_to.len;
+	if (f & AMQP_BASIC_CONTENT_TYPE_FLAG)
+		guess += p->content_type.len;
+	if (f & AMQP_BASIC_TYPE_FLAG)
+		guess += p->type.len;
+	if (lim->reply_queue != NULL)
+		guess += strlen(lim->reply_queue);
+	if (lim->default_task != NULL)
+		guess += strlen(lim->default_task);
+	if (buf_reserve(&sb, guess) < 0)
+		goto nomem;
+
 	/* Identity first: even a message we refuse is answered under it. */
-	if ((f & AMQP_BASIC_MESSAGE_ID_FLAG) && p->message_id.len > 0) {
-		env->task_id = dup_display(p->message_id);
+	if (has_id) {
+		o_id = put_display(&sb, p->message_id);
 	} else {
 		char id[37];
 		format_uuid(uuid16, id);
-		env->task_id = strdup(id);
+		o_id = put_bytes(&sb, id, 36);
 	}
-	if (env->task_id == NULL)
+	if (o_id == NO_STRING)
 		goto nomem;
 
 	if ((f & AMQP_BASIC_CORRELATION_ID_FLAG) && p->correlation_id.len > 0) {
-		env->correlation_id = dup_bytes(p->correlation_id);
+		o_corr = put_bytes(&sb, p->correlation_id.bytes, p->correlation_id.len);
 		env->correlation_len = p->correlation_id.len;
-	} else if ((f & AMQP_BASIC_MESSAGE_ID_FLAG) && p->message_id.len > 0) {
+	} else if (has_id) {
 		/* The client's own message_id, not our display copy of it. */
-		env->correlation_id = dup_bytes(p->message_id);
+		o_corr = put_bytes(&sb, p->message_id.bytes, p->message_id.len);
 		env->correlation_len = p->message_id.len;
 	} else {
-		env->correlation_id = strndup(env->task_id, 255);
-		env->correlation_len = env->correlation_id ? strlen(env->correlation_id) : 0;
+		/* The generated id: 36 bytes, copied from a local since the
+		 * block may move while it grows. */
+		char id[37];
+		memcpy(id, sb.data + o_id, 37);
+		o_corr = put_bytes(&sb, id, 36);
+		env->correlation_len = 36;
 	}
-	if (env->correlation_id == NULL)
+	if (o_corr == NO_STRING)
 		goto nomem;
 
 	if ((f & AMQP_BASIC_REPLY_TO_FLAG) && p->reply_to.len > 0) {
-		env->reply_to = dup_bytes(p->reply_to);
-		if (env->reply_to == NULL)
+		o_reply = put_bytes(&sb, p->reply_to.bytes, p->reply_to.len);
+		if (o_reply == NO_STRING)
 			goto nomem;
 		/* Named explicitly, it is still the queue whose durability taskd
 		 * knows. */
 		env->reply_to_default = lim->reply_queue != NULL &&
-		    strcmp(env->reply_to, lim->reply_queue) == 0;
+		    strlen(lim->reply_queue) == p->reply_to.len &&
+		    memcmp(lim->reply_queue, p->reply_to.bytes, p->reply_to.len) == 0;
 	} else if (lim->reply_queue != NULL && lim->reply_queue[0] != '\0') {
-		env->reply_to = strdup(lim->reply_queue);
+		o_reply = put_bytes(&sb, lim->reply_queue, strlen(lim->reply_queue));
 		env->reply_to_default = true;
-		if (env->reply_to == NULL)
+		if (o_reply == NO_STRING)
 			goto nomem;
 	}
 
 	if ((f & AMQP_BASIC_CONTENT_TYPE_FLAG) && p->content_type.len > 0 &&
 	    printable_sp(p->content_type)) {
-		env->content_type = dup_bytes(p->content_type);
-		if (env->content_type == NULL)
+		o_ctype = put_bytes(&sb, p->content_type.bytes, p->content_type.len);
+		if (o_ctype == NO_STRING)
 			goto nomem;
 	}
 
@@ -256,33 +297,32 @@ envelope_parse(const amqp_basic_properties_t *p, size_t body_len,
 			if (fail(env, ENVELOPE_BAD_HEADER,
 			    "header 'task' must be a string", NULL) < 0)
 				goto nomem;
-			return 0;
+			goto done;
 		}
 		name = h->value.bytes;
 	}
 	if (name.len > 0) {
-		env->task = dup_display(name);
-		if (env->task == NULL)
+		o_task = put_display(&sb, name);
+		if (o_task == NO_STRING)
 			goto nomem;
 		if (!printable(name) || name.len > ENVELOPE_NAME_MAX) {
 			if (fail(env, ENVELOPE_BAD_NAME,
 			    "task name is not printable ASCII of at most 255 bytes: ",
-			    env->task) < 0)
+			    sb.data + o_task) < 0)
 				goto nomem;
-			free(env->task);
-			env->task = NULL;
-			return 0;
+			o_task = NO_STRING;
+			goto done;
 		}
 	} else if (lim->default_task != NULL && lim->default_task[0] != '\0') {
-		env->task = strdup(lim->default_task);
-		if (env->task == NULL)
+		o_task = put_bytes(&sb, lim->default_task, strlen(lim->default_task));
+		if (o_task == NO_STRING)
 			goto nomem;
 	} else {
 		if (fail(env, ENVELOPE_NO_TASK,
 		    "the message names no task (type property or 'task' header) "
 		    "and no default_task is configured", NULL) < 0)
 			goto nomem;
-		return 0;
+		goto done;
 	}
 
 	if ((h = header_find(p, "timeout")) != NULL) {
@@ -292,7 +332,7 @@ envelope_parse(const amqp_basic_properties_t *p, size_t body_len,
 			    "header 'timeout' must be a positive number of seconds",
 			    NULL) < 0)
 				goto nomem;
-			return 0;
+			goto done;
 		}
 		env->timeout = t;
 	}
@@ -314,11 +354,21 @@ envelope_parse(const amqp_basic_properties_t *p, size_t body_len,
 		    body_len, lim->max_payload);
 		if (fail(env, ENVELOPE_TOO_LARGE, "payload too large: ", what) < 0)
 			goto nomem;
-		return 0;
 	}
+
+done:
+	env->strings = buf_steal(&sb, NULL);
+	if (env->strings == NULL)
+		goto nomem;
+	env->task_id = env->strings + o_id;
+	env->correlation_id = env->strings + o_corr;
+	env->reply_to = o_reply != NO_STRING ? env->strings + o_reply : NULL;
+	env->content_type = o_ctype != NO_STRING ? env->strings + o_ctype : NULL;
+	env->task = o_task != NO_STRING ? env->strings + o_task : NULL;
 	return 0;
 
 nomem:
+	buf_free(&sb);
 	envelope_free(env);
 	return -1;
 }
@@ -422,11 +472,7 @@ void
 envelope_free(struct envelope *env)
 {
 	free(env->message);
-	free(env->task);
-	free(env->task_id);
-	free(env->correlation_id);
-	free(env->reply_to);
-	free(env->content_type);
+	free(env->strings);
 	memset(env, 0, sizeof(*env));
 }
 

@@ -54,6 +54,10 @@ struct envelope {
 	 * not a non-negative integer. */
 	long broker_count;
 	long taskd_count;
+	/* The one block that holds task, task_id, correlation_id, reply_to
+	 * and content_type (so a task costs one allocation, not five); freed
+	 * by envelope_free, never by itself. */
+	char *strings;
 };
 
 /* Reads props (may be NULL: a propertyless message) of a message whose body

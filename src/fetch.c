@@ -1,5 +1,6 @@
 /* fetch: curl multi_socket on libev, for coroutines; see fetch.h. */
 #include "fetch.h"
+#include "httplib.h"
 
 #include <stdbool.h>
 #include <stdlib.h>
@@ -23,7 +24,7 @@ static struct {
 	struct ev_loop *loop;
 	CURLM *multi;
 	ev_timer timer;
-	bool global;        /* curl_global_init() done */
+	bool global;        /* httplib()->global_init() done */
 	bool failed;        /* setting up failed once: do not retry each task */
 } F;
 
@@ -35,15 +36,15 @@ fetch_check_done(void)
 	CURLMsg *m;
 	int left;
 
-	while ((m = curl_multi_info_read(F.multi, &left)) != NULL) {
+	while ((m = httplib()->multi_info_read(F.multi, &left)) != NULL) {
 		if (m->msg != CURLMSG_DONE)
 			continue;
 		struct fetch_req *r = NULL;
 		CURL *easy = m->easy_handle;
 		CURLcode res = m->data.result;
-		curl_easy_getinfo(easy, CURLINFO_PRIVATE, (char **)&r);
+		httplib()->easy_getinfo(easy, CURLINFO_PRIVATE, (char **)&r);
 		/* m is invalid after the remove. */
-		curl_multi_remove_handle(F.multi, easy);
+		httplib()->multi_remove_handle(F.multi, easy);
 		if (r != NULL) {
 			r->done = true;
 			r->result = res;
@@ -64,7 +65,7 @@ fetch_io_cb(struct ev_loop *loop, ev_io *w, int revents)
 
 	/* CURLM_BAD_SOCKET (a socket curl already closed) is not fatal: curl
 	 * has finished with it, and its transfer shows up in info_read. */
-	(void)curl_multi_socket_action(F.multi, s->fd, action, &running);
+	(void)httplib()->multi_socket_action(F.multi, s->fd, action, &running);
 	fetch_check_done();
 }
 
@@ -76,7 +77,7 @@ fetch_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
 	(void)revents;
 	int running;
 
-	(void)curl_multi_socket_action(F.multi, CURL_SOCKET_TIMEOUT, 0, &running);
+	(void)httplib()->multi_socket_action(F.multi, CURL_SOCKET_TIMEOUT, 0, &running);
 	fetch_check_done();
 }
 
@@ -92,7 +93,7 @@ fetch_socket_cb(CURL *easy, curl_socket_t fd, int what, void *userp, void *sockp
 		if (s != NULL) {
 			ev_io_stop(F.loop, &s->io);
 			free(s);
-			curl_multi_assign(F.multi, fd, NULL);
+			httplib()->multi_assign(F.multi, fd, NULL);
 		}
 		return 0;
 	}
@@ -103,7 +104,7 @@ fetch_socket_cb(CURL *easy, curl_socket_t fd, int what, void *userp, void *sockp
 		s->fd = fd;
 		ev_init(&s->io, fetch_io_cb);
 		s->io.data = s;
-		curl_multi_assign(F.multi, fd, s);
+		httplib()->multi_assign(F.multi, fd, s);
 	}
 	/* The fd number may have been reused for another socket: always set
 	 * it again, which libev wants done on a stopped watcher. */
@@ -139,20 +140,20 @@ fetch_setup(struct ev_loop *loop)
 		return;
 	F.loop = loop;
 	if (!F.global) {
-		if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
+		if (httplib()->global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
 			F.failed = true;
 			return;
 		}
 		F.global = true;
 	}
-	F.multi = curl_multi_init();
+	F.multi = httplib()->multi_init();
 	if (F.multi == NULL) {
 		F.failed = true;
 		return;
 	}
 	ev_init(&F.timer, fetch_timer_cb);
-	curl_multi_setopt(F.multi, CURLMOPT_SOCKETFUNCTION, fetch_socket_cb);
-	curl_multi_setopt(F.multi, CURLMOPT_TIMERFUNCTION, fetch_timer_set_cb);
+	httplib()->multi_setopt(F.multi, CURLMOPT_SOCKETFUNCTION, fetch_socket_cb);
+	httplib()->multi_setopt(F.multi, CURLMOPT_TIMERFUNCTION, fetch_timer_set_cb);
 }
 
 static void
@@ -165,14 +166,14 @@ fetch_add_main(void *arg)
 		r->mcode = CURLM_OUT_OF_MEMORY;
 		return;
 	}
-	r->mcode = curl_multi_add_handle(F.multi, r->easy);
+	r->mcode = httplib()->multi_add_handle(F.multi, r->easy);
 }
 
 static void
 fetch_remove_main(void *arg)
 {
 	struct fetch_req *r = arg;
-	curl_multi_remove_handle(F.multi, r->easy);
+	httplib()->multi_remove_handle(F.multi, r->easy);
 }
 
 enum coro_status
@@ -181,15 +182,15 @@ fetch_perform(CURL *easy, double deadline, CURLcode *result)
 	struct fetch_req r = { .coro = coro_self(), .easy = easy };
 	enum coro_status s = CORO_READY;
 
-	curl_easy_setopt(easy, CURLOPT_PRIVATE, (char *)&r);
-	curl_easy_setopt(easy, CURLOPT_NOSIGNAL, 1L);
+	httplib()->easy_setopt(easy, CURLOPT_PRIVATE, (char *)&r);
+	httplib()->easy_setopt(easy, CURLOPT_NOSIGNAL, 1L);
 	/* Without it, removing a transfer whose name lookup is still running
 	 * joins curl's resolver thread: the loop would wait as long as
 	 * getaddrinfo does (resolv.conf's timeout × attempts × servers).  With
 	 * it, curl detaches the thread, which frees its own state and closes
 	 * its end of the wake-up socketpair when getaddrinfo returns; curl
 	 * closes the other end at once (7.88 lib/asyn-thread.c). */
-	curl_easy_setopt(easy, CURLOPT_QUICK_EXIT, 1L);
+	httplib()->easy_setopt(easy, CURLOPT_QUICK_EXIT, 1L);
 	coro_call_main(fetch_add_main, &r);
 	if (r.mcode != CURLM_OK) {
 		*result = r.mcode == CURLM_OUT_OF_MEMORY ? CURLE_OUT_OF_MEMORY :
@@ -205,7 +206,7 @@ fetch_perform(CURL *easy, double deadline, CURLcode *result)
 	 * comes after the transfer finished still answers CANCELLED. */
 	if (!r.done)
 		coro_call_main(fetch_remove_main, &r);
-	curl_easy_setopt(easy, CURLOPT_PRIVATE, NULL);
+	httplib()->easy_setopt(easy, CURLOPT_PRIVATE, NULL);
 	if (s != CORO_READY)
 		return s;
 	*result = r.result;
@@ -217,11 +218,11 @@ fetch_teardown(void)
 {
 	if (F.multi != NULL) {
 		ev_timer_stop(F.loop, &F.timer);
-		curl_multi_cleanup(F.multi);
+		httplib()->multi_cleanup(F.multi);
 		F.multi = NULL;
 	}
 	if (F.global) {
-		curl_global_cleanup();
+		httplib()->global_cleanup();
 		F.global = false;
 	}
 	F.failed = false;

@@ -40,6 +40,7 @@
 #include "fetch.h"
 #include "handler.h"
 #include "httppolicy.h"
+#include "httplib.h"
 
 #define HTTP_MAX_REDIRECTS 10
 #define HTTP_METHOD_MAX 16
@@ -191,7 +192,7 @@ http_headers(json_t *h, const char **bad, bool *refused)
 		    !httppolicy_header_ok(name)) {
 			*bad = name;
 			*refused = http_token_ok(name, 256) && !httppolicy_header_ok(name);
-			curl_slist_free_all(list);
+			httplib()->slist_free_all(list);
 			return NULL;
 		}
 		struct buf line = { 0 };
@@ -199,11 +200,11 @@ http_headers(json_t *h, const char **bad, bool *refused)
 		int rc = json_string_length(v) == 0 ?
 		    buf_printf(&line, "%s;", name) :
 		    buf_printf(&line, "%s: %s", name, json_string_value(v));
-		struct curl_slist *l = rc < 0 ? NULL : curl_slist_append(list, line.data);
+		struct curl_slist *l = rc < 0 ? NULL : httplib()->slist_append(list, line.data);
 		buf_free(&line);
 		if (l == NULL) {
 			*bad = "";
-			curl_slist_free_all(list);
+			httplib()->slist_free_all(list);
 			return NULL;
 		}
 		list = l;
@@ -265,7 +266,13 @@ http_co(struct handler_call *call)
 	struct http_xfer x = { .max = a ? a->max_response : 0 };
 	char errbuf[CURL_ERROR_SIZE];
 	CURL *easy = NULL;
+	const char *why;
 
+	if (httplib_load(&why) < 0) {
+		handler_fail(out, RESULT_ERROR, "handler_failed",
+		    "libcurl cannot be loaded: %s", why);
+		return;
+	}
 	req = json_loadb(call->in.payload, call->in.len, JSON_REJECT_DUPLICATES, &jerr);
 	if (req == NULL || !json_is_object(req)) {
 		handler_fail(out, RESULT_REJECTED, "bad_payload",
@@ -351,43 +358,43 @@ http_co(struct handler_call *call)
 		goto done;
 	}
 	x.headers = json_object();
-	easy = curl_easy_init();
+	easy = httplib()->easy_init();
 	if (x.headers == NULL || easy == NULL) {
 		handler_fail(out, RESULT_ERROR, "handler_failed", "out of memory");
 		goto done;
 	}
 
 	errbuf[0] = '\0';
-	curl_easy_setopt(easy, CURLOPT_ERRORBUFFER, errbuf);
-	curl_easy_setopt(easy, CURLOPT_PROTOCOLS_STR, "http,https");
-	curl_easy_setopt(easy, CURLOPT_FOLLOWLOCATION, 0L);
-	curl_easy_setopt(easy, CURLOPT_PROXY, "");
+	httplib()->easy_setopt(easy, CURLOPT_ERRORBUFFER, errbuf);
+	httplib()->easy_setopt(easy, CURLOPT_PROTOCOLS_STR, "http,https");
+	httplib()->easy_setopt(easy, CURLOPT_FOLLOWLOCATION, 0L);
+	httplib()->easy_setopt(easy, CURLOPT_PROXY, "");
 	/* The URL is canonical already: curl must not rewrite its path. */
-	curl_easy_setopt(easy, CURLOPT_PATH_AS_IS, 1L);
-	curl_easy_setopt(easy, CURLOPT_USERAGENT, "taskd/" PACKAGE_VERSION);
-	curl_easy_setopt(easy, CURLOPT_WRITEFUNCTION, http_write_cb);
-	curl_easy_setopt(easy, CURLOPT_WRITEDATA, &x);
-	curl_easy_setopt(easy, CURLOPT_HEADERFUNCTION, http_header_cb);
-	curl_easy_setopt(easy, CURLOPT_HEADERDATA, &x);
-	curl_easy_setopt(easy, CURLOPT_HTTPHEADER, hdrs);
+	httplib()->easy_setopt(easy, CURLOPT_PATH_AS_IS, 1L);
+	httplib()->easy_setopt(easy, CURLOPT_USERAGENT, "taskd/" PACKAGE_VERSION);
+	httplib()->easy_setopt(easy, CURLOPT_WRITEFUNCTION, http_write_cb);
+	httplib()->easy_setopt(easy, CURLOPT_WRITEDATA, &x);
+	httplib()->easy_setopt(easy, CURLOPT_HEADERFUNCTION, http_header_cb);
+	httplib()->easy_setopt(easy, CURLOPT_HEADERDATA, &x);
+	httplib()->easy_setopt(easy, CURLOPT_HTTPHEADER, hdrs);
 	if (has_body) {
 		if (buf_reserve(&reqbody, 0) < 0) {
 			handler_fail(out, RESULT_ERROR, "handler_failed", "out of memory");
 			goto done;
 		}
-		curl_easy_setopt(easy, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)reqbody.len);
-		curl_easy_setopt(easy, CURLOPT_POSTFIELDS, reqbody.data);
+		httplib()->easy_setopt(easy, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)reqbody.len);
+		httplib()->easy_setopt(easy, CURLOPT_POSTFIELDS, reqbody.data);
 	}
 	if (strcmp(method, "HEAD") == 0)
-		curl_easy_setopt(easy, CURLOPT_NOBODY, 1L);
+		httplib()->easy_setopt(easy, CURLOPT_NOBODY, 1L);
 	else if (strcmp(method, "GET") != 0 || has_body)
-		curl_easy_setopt(easy, CURLOPT_CUSTOMREQUEST, method);
+		httplib()->easy_setopt(easy, CURLOPT_CUSTOMREQUEST, method);
 
 	for (int hops = 0;; hops++) {
 		CURLcode rc;
 		long status = 0;
 
-		curl_easy_setopt(easy, CURLOPT_URL, url);
+		httplib()->easy_setopt(easy, CURLOPT_URL, url);
 		buf_reset(&x.body);
 		json_object_clear(x.headers);
 		enum coro_status s = fetch_perform(easy, call->in.deadline, &rc);
@@ -409,13 +416,13 @@ http_co(struct handler_call *call)
 		}
 		if (rc != CURLE_OK) {
 			handler_fail(out, RESULT_ERROR, "handler_failed", "%s %s: %s",
-			    method, url, errbuf[0] ? errbuf : curl_easy_strerror(rc));
+			    method, url, errbuf[0] ? errbuf : httplib()->easy_strerror(rc));
 			goto done;
 		}
-		curl_easy_getinfo(easy, CURLINFO_RESPONSE_CODE, &status);
+		httplib()->easy_getinfo(easy, CURLINFO_RESPONSE_CODE, &status);
 		char *loc = NULL;
 		if (a != NULL && a->follow_redirects && status >= 300 && status < 400 &&
-		    curl_easy_getinfo(easy, CURLINFO_REDIRECT_URL, &loc) == CURLE_OK &&
+		    httplib()->easy_getinfo(easy, CURLINFO_REDIRECT_URL, &loc) == CURLE_OK &&
 		    loc != NULL) {
 			if (hops == HTTP_MAX_REDIRECTS) {
 				handler_fail(out, RESULT_ERROR, "handler_failed",
@@ -439,8 +446,8 @@ http_co(struct handler_call *call)
 			if (status == 303 || ((status == 301 || status == 302) &&
 			    strcmp(method, "POST") == 0)) {
 				method = "GET";
-				curl_easy_setopt(easy, CURLOPT_CUSTOMREQUEST, NULL);
-				curl_easy_setopt(easy, CURLOPT_HTTPGET, 1L);
+				httplib()->easy_setopt(easy, CURLOPT_CUSTOMREQUEST, NULL);
+				httplib()->easy_setopt(easy, CURLOPT_HTTPGET, 1L);
 			}
 			continue;
 		}
@@ -451,8 +458,8 @@ http_co(struct handler_call *call)
 
 done:
 	if (easy != NULL)
-		curl_easy_cleanup(easy);
-	curl_slist_free_all(hdrs);
+		httplib()->easy_cleanup(easy);
+	httplib()->slist_free_all(hdrs);
 	free(url);
 	free(next);
 	json_decref(x.headers);
