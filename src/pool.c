@@ -27,8 +27,6 @@ extern char **environ;
 /* A channel buffer larger than this is freed once empty. */
 #define POOL_KEEP_BUF ((size_t)1 << 20)
 
-const struct handler handler_exec_cpu = { WORKER_EXEC_HANDLER, HANDLER_CPU, NULL, NULL, NULL };
-
 enum worker_state {
 	WORKER_STARTING,  /* started; no READY yet (loading plugins): no task */
 	WORKER_IDLE,      /* alive, waiting for a task */
