@@ -51,7 +51,7 @@ result_build(struct result_msg *msg, const struct result_info *info)
 
 	header_str(&msg->headers[0], "taskd-status", result_status_name(info->status));
 	header_str(&msg->headers[1], "taskd-task-id", info->task_id);
-	header_str(&msg->headers[2], "taskd-worker", info->worker);
+	header_str(&msg->headers[2], "taskd-worker", info->node_id);
 	msg->headers[3].key = amqp_cstring_bytes("taskd-attempt");
 	msg->headers[3].value.kind = AMQP_FIELD_KIND_I32;
 	msg->headers[3].value.value.i32 = info->attempt;

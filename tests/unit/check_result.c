@@ -724,7 +724,7 @@ assert_result(const amqp_basic_properties_t *p, const struct result_info *in)
 	ck_assert_int_eq(p->headers.num_entries, 5);
 	assert_str_header(p, "taskd-status", result_status_name(in->status));
 	assert_str_header(p, "taskd-task-id", in->task_id);
-	assert_str_header(p, "taskd-worker", in->worker);
+	assert_str_header(p, "taskd-worker", in->node_id);
 	const amqp_table_entry_t *e = header(p, "taskd-attempt");
 	ck_assert_int_eq(e->value.kind, AMQP_FIELD_KIND_I32);
 	ck_assert_int_eq(e->value.value.i32, in->attempt);
@@ -760,7 +760,7 @@ START_TEST(test_build)
 		.task_id = "0b6c1f5e-8a3d-4f2a-9c1e-2d7b5a4e3f10",
 		.correlation_id = "corr-77",
 		.content_type = r->content_type,
-		.worker = "node1.example:4242",
+		.node_id = "node1.example:4242",
 		.attempt = 3,
 		.duration_us = INT64_C(123456789012),
 		.timestamp = 1700000000,
@@ -792,7 +792,7 @@ START_TEST(test_build_wire)
 		.task_id = "m-1",
 		.correlation_id = "c-1",
 		.content_type = "text/html",
-		.worker = "h:1",
+		.node_id = "h:1",
 		.attempt = 1,
 		.duration_us = INT64_MAX,
 		.timestamp = 4102444800,   /* 2100: past 32-bit time */
@@ -826,7 +826,7 @@ START_TEST(test_build_extremes)
 		.task_id = "",
 		.correlation_id = "",
 		.content_type = "",
-		.worker = "",
+		.node_id = "",
 		.attempt = INT32_MAX,
 		.duration_us = 0,
 		.timestamp = 0,
