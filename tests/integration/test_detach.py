@@ -6,19 +6,10 @@ import re
 import signal
 import subprocess
 
-from taskdtest import TaskdTestCase
+from taskdtest import TaskdTestCase, process_running
 
 SYSTEMD_VARS = ("JOURNAL_STREAM", "NOTIFY_SOCKET", "INVOCATION_ID", "LISTEN_FDS",
                 "WATCHDOG_USEC", "WATCHDOG_PID")
-
-
-def running(pid):
-    """Alive and not a zombie nobody has reaped yet."""
-    try:
-        with open("/proc/%d/stat" % pid) as f:
-            return ") Z " not in f.read()
-    except FileNotFoundError:
-        return False
 
 
 class Detach(TaskdTestCase):
@@ -39,7 +30,7 @@ class Detach(TaskdTestCase):
         m = re.search(r":(\d+)$", res.worker or "")
         self.assertIsNotNone(m, "taskd-worker %r names no pid" % res.worker)
         pid = int(m.group(1))
-        self.addCleanup(lambda: running(pid) and os.kill(pid, signal.SIGKILL))
+        self.addCleanup(lambda: process_running(pid) and os.kill(pid, signal.SIGKILL))
         self.assertNotEqual(os.getsid(pid), os.getsid(0),
                             "the daemon is still in the starting terminal's session")
 
@@ -47,5 +38,5 @@ class Detach(TaskdTestCase):
         d.wait_log(r"taskd .* starting", 10)
         os.kill(pid, signal.SIGTERM)
         self.wait_for("taskd (pid %d) exiting after SIGTERM" % pid,
-                      lambda: not running(pid), 30)
+                      lambda: not process_running(pid), 30)
         d.wait_log(r"stopping \(signal 15\)", 10)
