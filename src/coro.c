@@ -623,6 +623,7 @@ struct timer_wait {
 struct poll_wait {
 	struct timer_wait t;
 	struct pollfd *fds;
+	nfds_t n;
 	ev_io io[CORO_POLL_MAX];
 };
 
@@ -674,42 +675,76 @@ time_left(double deadline)
 	return left > 0 ? left : 0;
 }
 
-enum coro_status
-coro_poll(struct pollfd *fds, nfds_t n, double deadline)
+/* The one way a coroutine waits (coro_poll, coro_sleep, coro_wait_child
+ * and coro_wait all come here).  left is how long the wait may last, in
+ * seconds, < 0 for no limit; 0 answers CORO_TIMEOUT at once unless
+ * at_least_once (a sleep of 0 still yields, coro.h).  A cancelled
+ * coroutine never waits.  Otherwise arm(arg, c, true) starts the caller's
+ * own watchers, tw's timer is armed for left, the coroutine yields until a
+ * callback resumes it, and both are stopped again (arm(arg, c, false))
+ * before the answer: CORO_CANCELLED, CORO_TIMEOUT when the timer fired, or
+ * CORO_READY when something else woke it.  tw lives on the caller's
+ * stack, as the caller's watchers do. */
+static enum coro_status
+wait_yield(struct timer_wait *tw, double left, bool at_least_once,
+    void (*arm)(void *arg, struct coro *c, bool on), void *arg)
 {
 	struct coro *c = S.current;
-	struct poll_wait pw;
-	double left = time_left(deadline);
 
-	if (c == NULL || n > CORO_POLL_MAX)
-		abort();
+	if (c == NULL)
+		abort(); /* a wait on the main context would deadlock */
 	if (c->cancelled)
 		return CORO_CANCELLED;
-	if (left == 0)
+	if (left == 0 && !at_least_once)
 		return CORO_TIMEOUT;
-	pw.t.c = c;
-	pw.fds = fds;
-	pw.t.timed_out = false;
-	for (nfds_t i = 0; i < n; i++) {
+	tw->c = c;
+	tw->timed_out = false;
+	if (arm != NULL)
+		arm(arg, c, true);
+	if (left >= 0)
+		timer_wait_start(tw, left);
+	coro_yield();
+	if (arm != NULL)
+		arm(arg, c, false);
+	if (left >= 0)
+		ev_timer_stop(S.loop, &tw->timer);
+	if (c->cancelled)
+		return CORO_CANCELLED;
+	return tw->timed_out ? CORO_TIMEOUT : CORO_READY;
+}
+
+static void
+poll_arm(void *arg, struct coro *c, bool on)
+{
+	(void)c;
+	struct poll_wait *pw = arg;
+	struct pollfd *fds = pw->fds;
+
+	for (nfds_t i = 0; i < pw->n; i++) {
+		if (!on) {
+			ev_io_stop(S.loop, &pw->io[i]);
+			continue;
+		}
 		int ev = (fds[i].events & POLLIN ? EV_READ : 0) |
 		    (fds[i].events & POLLOUT ? EV_WRITE : 0);
 		fds[i].revents = 0;
-		ev_io_init(&pw.io[i], poll_io_cb, fds[i].fd < 0 ? 0 : fds[i].fd, ev);
-		pw.io[i].data = &pw;
+		ev_io_init(&pw->io[i], poll_io_cb, fds[i].fd < 0 ? 0 : fds[i].fd, ev);
+		pw->io[i].data = pw;
 		if (fds[i].fd >= 0 && ev != 0)
-			ev_io_start(S.loop, &pw.io[i]);
+			ev_io_start(S.loop, &pw->io[i]);
 	}
-	if (left > 0) {
-		timer_wait_start(&pw.t, left);
-	}
-	coro_yield();
-	for (nfds_t i = 0; i < n; i++)
-		ev_io_stop(S.loop, &pw.io[i]);
-	if (left > 0)
-		ev_timer_stop(S.loop, &pw.t.timer);
-	if (c->cancelled)
-		return CORO_CANCELLED;
-	return pw.t.timed_out ? CORO_TIMEOUT : CORO_READY;
+}
+
+enum coro_status
+coro_poll(struct pollfd *fds, nfds_t n, double deadline)
+{
+	struct poll_wait pw;
+
+	if (n > CORO_POLL_MAX)
+		abort();
+	pw.fds = fds;
+	pw.n = n;
+	return wait_yield(&pw.t, time_left(deadline), false, poll_arm, &pw);
 }
 
 enum coro_status
@@ -722,19 +757,11 @@ coro_wait_fd(int fd, short events, double deadline)
 enum coro_status
 coro_sleep(double seconds)
 {
-	struct coro *c = S.current;
 	struct timer_wait tw;
 
-	if (c == NULL)
-		abort();
-	if (c->cancelled)
-		return CORO_CANCELLED;
-	tw.c = c;
-	tw.timed_out = false;
-	timer_wait_start(&tw, seconds > 0 ? seconds : 0);
-	coro_yield();
-	ev_timer_stop(S.loop, &tw.timer);
-	return c->cancelled ? CORO_CANCELLED : CORO_READY;
+	/* The timer firing is what a sleep waits for. */
+	return wait_yield(&tw, seconds > 0 ? seconds : 0, true, NULL, NULL) ==
+	    CORO_CANCELLED ? CORO_CANCELLED : CORO_READY;
 }
 
 /* ---- children ------------------------------------------------------- */
@@ -763,32 +790,26 @@ coro_child_watch(struct coro_child *w, pid_t pid)
 	ev_child_start(S.loop, &w->w);
 }
 
+static void
+child_arm(void *arg, struct coro *c, bool on)
+{
+	struct coro_child *w = arg;
+	w->waiter = on ? c : NULL;
+}
+
 enum coro_status
 coro_wait_child(struct coro_child *w, double deadline, int *status)
 {
-	struct coro *c = S.current;
 	struct timer_wait tw;
-	double left = time_left(deadline);
 
-	if (c == NULL)
+	if (S.current == NULL)
 		abort();
+	/* An exit that came first is the answer, even to a cancelled task. */
 	if (!w->exited) {
-		if (c->cancelled)
-			return CORO_CANCELLED;
-		if (left == 0)
-			return CORO_TIMEOUT;
-		tw.c = c;
-		tw.timed_out = false;
-		if (left > 0) {
-			timer_wait_start(&tw, left);
-		}
-		w->waiter = c;
-		coro_yield();
-		w->waiter = NULL;
-		if (left > 0)
-			ev_timer_stop(S.loop, &tw.timer);
+		enum coro_status r = wait_yield(&tw, time_left(deadline), false,
+		    child_arm, w);
 		if (!w->exited)
-			return c->cancelled ? CORO_CANCELLED : CORO_TIMEOUT;
+			return r == CORO_CANCELLED ? CORO_CANCELLED : CORO_TIMEOUT;
 	}
 	*status = w->status;
 	return CORO_READY;
@@ -836,35 +857,30 @@ coro_prepare_cb(struct ev_loop *loop, ev_prepare *w, int revents)
 	}
 }
 
+static void
+wake_arm(void *arg, struct coro *c, bool on)
+{
+	(void)arg;
+	c->in_wait = on;
+	if (!on)
+		ready_remove(c);
+}
+
 enum coro_status
 coro_wait(double deadline)
 {
 	struct coro *c = S.current;
 	struct timer_wait tw;
-	double left = time_left(deadline);
 
 	if (c == NULL)
 		abort();
-	if (c->cancelled)
-		return CORO_CANCELLED;
-	if (c->woken) {
+	/* A wake-up that came first is the answer, unless c is cancelled. */
+	if (!c->cancelled && c->woken) {
 		c->woken = false;
 		return CORO_READY;
 	}
-	if (left == 0)
-		return CORO_TIMEOUT;
-	tw.c = c;
-	tw.timed_out = false;
-	if (left > 0) {
-		timer_wait_start(&tw, left);
-	}
-	c->in_wait = true;
-	coro_yield();
-	c->in_wait = false;
-	ready_remove(c);
-	if (left > 0)
-		ev_timer_stop(S.loop, &tw.timer);
-	if (c->cancelled)
+	if (wait_yield(&tw, time_left(deadline), false, wake_arm, NULL) ==
+	    CORO_CANCELLED)
 		return CORO_CANCELLED;
 	if (c->woken) {
 		c->woken = false;

@@ -102,7 +102,7 @@ struct dispatch {
 	const struct registry *reg;
 	struct broker *broker;
 	struct pool *pool;            /* CPU handlers run here; NULL = inline */
-	char *worker;
+	char *node_id;                /* "host:pid", the taskd-worker header */
 	struct task all;              /* list head */
 	struct fifo waiting;
 	struct fifo publish;
@@ -344,7 +344,7 @@ dispatch_flush(struct dispatch *d)
 			.correlation_len = t->env.correlation_len,
 			.content_type = t->call.out.content_type ? t->call.out.content_type :
 			    t->env.content_type,
-			.worker = d->worker,
+			.node_id = d->node_id,
 			.attempt = t->attempt,
 			.duration_us = (int64_t)((handler_clock() - t->started) * 1e6),
 			.timestamp = time(NULL),
@@ -1257,13 +1257,13 @@ const struct broker_ops dispatch_broker_ops = {
 
 struct dispatch *
 dispatch_new(struct ev_loop *loop, const struct conf *conf,
-    const struct registry *reg, const char *worker)
+    const struct registry *reg, const char *node_id)
 {
 	struct dispatch *d = calloc(1, sizeof(*d));
 	if (d == NULL)
 		return NULL;
-	d->worker = strdup(worker);
-	if (d->worker == NULL) {
+	d->node_id = strdup(node_id);
+	if (d->node_id == NULL) {
 		free(d);
 		return NULL;
 	}
@@ -1409,6 +1409,6 @@ dispatch_free(struct dispatch *d)
 		free(d->spare);
 		d->spare = next;
 	}
-	free(d->worker);
+	free(d->node_id);
 	free(d);
 }

@@ -45,9 +45,10 @@ struct dispatch_stats {
 extern const struct broker_ops dispatch_broker_ops;
 
 /* conf and reg must stay alive until dispatch_reconfigure() replaces them
- * or the dispatch is freed.  worker is the taskd-worker header value. */
+ * or the dispatch is freed.  node_id ("host:pid") is the taskd-worker
+ * header value. */
 struct dispatch *dispatch_new(struct ev_loop *loop, const struct conf *conf,
-    const struct registry *reg, const char *worker);
+    const struct registry *reg, const char *node_id);
 void dispatch_attach(struct dispatch *d, struct broker *b);
 /* CPU handlers run on pool's workers from now on (NULL: inline in the
  * loop).  The pool must outlive the dispatch's running tasks. */

@@ -106,13 +106,15 @@ struct handler {
 
 /* The start() of every coroutine handler (handler_co.c). */
 void handler_co_start(struct handler_call *call);
-/* The handler of exec tasks of kind io (handler_exec.c). */
-extern const struct handler handler_exec_io;
+/* The handlers of exec tasks (handler_exec.c): kind io runs the program on
+ * a coroutine; kind cpu only names it, since a pool worker runs it
+ * (worker_exec.h). */
+extern const struct handler handler_exec_io, handler_exec_cpu;
 
 /* CLOCK_MONOTONIC in seconds: the clock of every deadline. */
 double handler_clock(void);
 
-/* The built-in handler called name, or NULL. */
+/* The built-in handler called name, or NULL (handler_builtin.c). */
 const struct handler *handler_find(const char *name);
 
 /* For handlers: finish with status OK and the body already in out.body. */

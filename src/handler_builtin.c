@@ -119,3 +119,19 @@ burn_run(const struct handler_input *in, struct handler_output *out)
 }
 
 const struct handler handler_burn = { "burn", HANDLER_CPU, burn_run, NULL, NULL };
+
+extern const struct handler handler_http;
+
+static const struct handler *const handler_table[] = {
+	&handler_echo, &handler_sleep, &handler_sha256, &handler_burn,
+	&handler_http,
+};
+
+const struct handler *
+handler_find(const char *name)
+{
+	for (size_t i = 0; i < sizeof(handler_table) / sizeof(handler_table[0]); i++)
+		if (strcmp(handler_table[i]->name, name) == 0)
+			return handler_table[i];
+	return NULL;
+}

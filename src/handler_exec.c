@@ -4,6 +4,7 @@
 #include "coro.h"
 #include "exec.h"
 #include "handler.h"
+#include "worker_exec.h"
 
 struct exec_co {
 	struct coro_child child;
@@ -82,4 +83,10 @@ exec_io_co(struct handler_call *call)
 
 const struct handler handler_exec_io = {
 	"exec", HANDLER_IO, NULL, handler_co_start, exec_io_co,
+};
+
+/* Kind cpu has no body here: the pool sends the task to a worker, which
+ * runs the program with worker_exec() under this name. */
+const struct handler handler_exec_cpu = {
+	WORKER_EXEC_HANDLER, HANDLER_CPU, NULL, NULL, NULL,
 };

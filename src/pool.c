@@ -27,13 +27,11 @@ extern char **environ;
 /* A channel buffer larger than this is freed once empty. */
 #define POOL_KEEP_BUF ((size_t)1 << 20)
 
-const struct handler handler_exec_cpu = { WORKER_EXEC_HANDLER, HANDLER_CPU, NULL, NULL, NULL };
-
-enum worker_state {
-	WORKER_STARTING,  /* started; no READY yet (loading plugins): no task */
-	WORKER_IDLE,      /* alive, waiting for a task */
-	WORKER_BUSY,      /* running w->job */
-	WORKER_GONE,      /* channel closed (retired, lost or killed); waiting to be reaped */
+enum child_state {
+	CHILD_STARTING,  /* started; no READY yet (loading plugins): no task */
+	CHILD_IDLE,      /* alive, waiting for a task */
+	CHILD_BUSY,      /* running w->job */
+	CHILD_GONE,      /* channel closed (retired, lost or killed); waiting to be reaped */
 };
 
 struct job {
@@ -43,16 +41,18 @@ struct job {
 	uint64_t seq;
 };
 
-struct worker {
+/* The parent's record of one worker process (worker.c is the process's own
+ * side): its pid, channel, state and the job it runs. */
+struct pool_child {
 	struct pool *pool;
-	struct worker *prev, *next;  /* every process not yet reaped */
+	struct pool_child *prev, *next; /* every process not yet reaped */
 	int slot;
 	unsigned gen;                /* pool->gen when started */
 	pid_t pid;
 	int pidfd;                   /* -1 when pidfd_open is not available */
 	bool reaped;                 /* pid is free for reuse: never signal it */
 	int fd;                      /* our end of the channel; -1 once closed */
-	enum worker_state state;
+	enum child_state state;
 	struct job *job;
 	bool child_seen;             /* a CHILD frame came for job: one is allowed */
 	pid_t prog_pgid;             /* an exec task's program group, 0 = none */
@@ -73,9 +73,9 @@ struct pool {
 	unsigned gen;                /* bumped when workers must be replaced */
 	int exe;                     /* the daemon's binary, for exec */
 	pid_t self;
-	struct worker **slots;       /* slots[0..nslots): the live worker, or NULL */
+	struct pool_child **slots;   /* slots[0..nslots): the live worker, or NULL */
 	int nslots;
-	struct worker all;           /* list head */
+	struct pool_child all;       /* list head */
 	struct job *bl_head, *bl_tail;
 	size_t nbacklog;
 	/* Calls answered by the pool itself (lost worker, no memory), done
@@ -89,7 +89,7 @@ struct pool {
 };
 
 static void pool_pump(struct pool *pool);
-static int worker_send(struct worker *w, const char **why);
+static int child_send(struct pool_child *w, const char **why);
 
 /* ---- small helpers ------------------------------------------------------ */
 
@@ -135,7 +135,7 @@ strv_eq(char **a, const char *const *b)
 /* SIGKILL through the pidfd when there is one: a pid the kernel has
  * already reused for another process is never hit. */
 static void
-worker_kill(struct worker *w)
+child_kill(struct pool_child *w)
 {
 	if (w->prog_pgid > 1)
 		(void)kill(-w->prog_pgid, SIGKILL);
@@ -157,7 +157,7 @@ respawn_soon(struct pool *pool)
 /* Closes the channel and frees the slot; the process stays listed until
  * ev_child reaps it. */
 static void
-worker_close(struct worker *w)
+child_close(struct pool_child *w)
 {
 	struct pool *pool = w->pool;
 	if (w->fd >= 0) {
@@ -169,7 +169,7 @@ worker_close(struct worker *w)
 	buf_free(&w->in);
 	buf_free(&w->out);
 	w->out_off = 0;
-	w->state = WORKER_GONE;
+	w->state = CHILD_GONE;
 	if (w->slot < pool->nslots && pool->slots[w->slot] == w) {
 		pool->slots[w->slot] = NULL;
 		respawn_soon(pool);
@@ -280,22 +280,22 @@ pool_later_cb(struct ev_loop *loop, ev_timer *t, int revents)
  * the worker goes back to the front of the backlog instead, since the
  * worker cannot have run it: the caller pumps. */
 static void
-worker_lost(struct worker *w, const char *why)
+child_lost(struct pool_child *w, const char *why)
 {
 	struct pool *pool = w->pool;
 	struct job *j = w->job;
 
-	if (w->state == WORKER_GONE)
+	if (w->state == CHILD_GONE)
 		return;
-	/* out holds the task frame until all of it is written (worker_send
+	/* out holds the task frame until all of it is written (child_send
 	 * empties it then), and nothing else while the worker is busy. */
 	bool reached = j != NULL && (w->out_off > 0 || w->out.len == 0);
 	w->job = NULL;
 	/* A worker that cannot even start (a plugin that no longer loads)
 	 * must not be forked again and again without a pause. */
-	pool->respawn_delay = w->state == WORKER_STARTING ? 1.0 : 0.0;
-	worker_kill(w);   /* a worker that sent garbage may still be running */
-	worker_close(w);  /* schedules the replacement */
+	pool->respawn_delay = w->state == CHILD_STARTING ? 1.0 : 0.0;
+	child_kill(w);   /* a worker that sent garbage may still be running */
+	child_close(w);  /* schedules the replacement */
 	const char *when = j == NULL ? "while idle" :
 	    reached ? "while running a task" : "before its task reached it";
 	/* A closed channel says nothing of the cause; the exit status that
@@ -320,10 +320,11 @@ worker_lost(struct worker *w, const char *why)
 }
 
 static void
-worker_child_cb(struct ev_loop *loop, ev_child *c, int revents)
+child_exit_cb(struct ev_loop *loop, ev_child *c, int revents)
 {
 	(void)revents;
-	struct worker *w = (struct worker *)((char *)c - offsetof(struct worker, child));
+	struct pool_child *w =
+	    (struct pool_child *)((char *)c - offsetof(struct pool_child, child));
 	struct pool *pool = w->pool;
 	int st = c->rstatus;
 	char why[64];
@@ -338,8 +339,8 @@ worker_child_cb(struct ev_loop *loop, ev_child *c, int revents)
 		snprintf(why, sizeof(why), "killed by signal %d", WTERMSIG(st));
 	else
 		snprintf(why, sizeof(why), "exited with status %d", WEXITSTATUS(st));
-	if (w->state != WORKER_GONE)
-		worker_lost(w, NULL);
+	if (w->state != CHILD_GONE)
+		child_lost(w, NULL);
 	if (w->lost != NULL)
 		log_warn("cpu worker %d (pid %ld) lost %s: %s", w->slot + 1,
 		    (long)w->pid, w->lost, why);
@@ -384,22 +385,22 @@ intern(const char *s, const char *fallback)
 
 /* Returns -1 when the frame is not acceptable (the worker is then lost). */
 static int
-worker_frame(struct worker *w, const char *p, size_t n, const char **why)
+child_frame(struct pool_child *w, const char *p, size_t n, const char **why)
 {
 	struct pool *pool = w->pool;
 	int type = frame_type(p, n);
 
 	if (type == FRAME_READY) {
 		uint32_t slot;
-		if (frame_get_ready(p, n, &slot) < 0 || w->state != WORKER_STARTING ||
+		if (frame_get_ready(p, n, &slot) < 0 || w->state != CHILD_STARTING ||
 		    slot != (uint32_t)w->slot + 1) {
 			*why = "sent a malformed or unexpected ready frame";
 			return -1;
 		}
-		w->state = WORKER_IDLE;
+		w->state = CHILD_IDLE;
 		/* Surplus or out of date since it was started (a reload). */
 		if (w->gen != pool->gen || w->slot >= pool->p.size)
-			worker_close(w);
+			child_close(w);
 		return 0;
 	}
 	if (type == FRAME_CHILD) {
@@ -438,7 +439,7 @@ worker_frame(struct worker *w, const char *p, size_t n, const char **why)
 	w->child_seen = false;
 	w->prog_pgid = 0;
 	w->tasks++;
-	w->state = WORKER_IDLE;
+	w->state = CHILD_IDLE;
 	pool->st.busy--;
 	job_free(j);
 
@@ -458,9 +459,9 @@ worker_frame(struct worker *w, const char *p, size_t n, const char **why)
 		else
 			log_debug("cpu worker %d (pid %ld) recycled after %d tasks",
 			    w->slot + 1, (long)w->pid, w->tasks);
-		worker_close(w);
+		child_close(w);
 	} else if (w->gen != pool->gen || w->slot >= pool->p.size) {
-		worker_close(w);
+		child_close(w);
 	}
 	handler_call_done(call);
 	return 0;
@@ -472,15 +473,15 @@ worker_frame(struct worker *w, const char *p, size_t n, const char **why)
  * and one RESULT).  So a worker can make the parent hold one frame of at
  * most this size, never more. */
 static size_t
-worker_accepts(const struct worker *w, int type, const char **why)
+child_accepts(const struct pool_child *w, int type, const char **why)
 {
 	switch (w->state) {
-	case WORKER_STARTING:
+	case CHILD_STARTING:
 		if (type == FRAME_READY)
 			return frame_max_len(FRAME_READY, 0);
 		*why = "sent a frame other than ready while starting";
 		return 0;
-	case WORKER_BUSY:
+	case CHILD_BUSY:
 		if (type == FRAME_RESULT)
 			return frame_max_len(FRAME_RESULT, w->pool->p.max_result);
 		if (type == FRAME_CHILD && !w->child_seen)
@@ -488,8 +489,8 @@ worker_accepts(const struct worker *w, int type, const char **why)
 		*why = type == FRAME_CHILD ? "sent a second child frame for its task" :
 		    "sent an unexpected frame while running a task";
 		return 0;
-	case WORKER_IDLE:
-	case WORKER_GONE:
+	case CHILD_IDLE:
+	case CHILD_GONE:
 		break;
 	}
 	*why = "sent a frame while idle";
@@ -500,14 +501,14 @@ worker_accepts(const struct worker *w, int type, const char **why)
  * that follows (so a stream of frames that straddle reads never piles
  * up).  Returns why the worker broke the protocol, or NULL. */
 static const char *
-worker_parse(struct worker *w)
+child_parse(struct pool_child *w)
 {
 	const char *why = NULL;
 	size_t off = 0;
 
 	/* A result hands the worker back, and done() may submit again (or a
 	 * recycling close it), so the state is checked for every frame. */
-	while (w->state != WORKER_GONE) {
+	while (w->state != CHILD_GONE) {
 		const char *p = w->in.data + off;
 		size_t left = w->in.len - off;
 		size_t n = frame_size(p, left, FRAME_MAX);
@@ -519,7 +520,7 @@ worker_parse(struct worker *w)
 			break;
 		/* Judged on its header: the parent never buffers a frame it
 		 * would refuse. */
-		size_t max = worker_accepts(w, frame_type(p, left), &why);
+		size_t max = child_accepts(w, frame_type(p, left), &why);
 		if (max == 0)
 			break;
 		if (n - FRAME_HEADER > max) {
@@ -529,10 +530,10 @@ worker_parse(struct worker *w)
 		if (left < n)
 			break;
 		off += n;
-		if (worker_frame(w, p, n, &why) < 0)
+		if (child_frame(w, p, n, &why) < 0)
 			break;
 	}
-	if (why != NULL || w->state == WORKER_GONE)
+	if (why != NULL || w->state == CHILD_GONE)
 		return why;
 	if (off > 0) {
 		memmove(w->in.data, w->in.data + off, w->in.len - off);
@@ -546,18 +547,19 @@ worker_parse(struct worker *w)
 }
 
 static void
-worker_read_cb(struct ev_loop *loop, ev_io *io, int revents)
+child_read_cb(struct ev_loop *loop, ev_io *io, int revents)
 {
 	(void)loop;
 	(void)revents;
-	struct worker *w = (struct worker *)((char *)io - offsetof(struct worker, rio));
+	struct pool_child *w =
+	    (struct pool_child *)((char *)io - offsetof(struct pool_child, rio));
 	struct pool *pool = w->pool;
 
 	/* Bounded per callback, so that a worker that floods its channel
 	 * cannot hold the loop (level-triggered: the rest comes next time). */
-	for (int reads = 0; reads < POOL_READS && w->state != WORKER_GONE; reads++) {
+	for (int reads = 0; reads < POOL_READS && w->state != CHILD_GONE; reads++) {
 		if (buf_reserve(&w->in, POOL_READ) < 0) {
-			worker_lost(w, "out of memory reading its channel");
+			child_lost(w, "out of memory reading its channel");
 			break;
 		}
 		size_t room = w->in.cap - w->in.len - 1;
@@ -568,14 +570,14 @@ worker_read_cb(struct ev_loop *loop, ev_io *io, int revents)
 			break;
 		if (r <= 0) {
 			/* EOF or ECONNRESET: it died; child_cb tells how. */
-			worker_lost(w, NULL);
+			child_lost(w, NULL);
 			break;
 		}
 		w->in.len += (size_t)r;
 		w->in.data[w->in.len] = '\0';
-		const char *why = worker_parse(w);
+		const char *why = child_parse(w);
 		if (why != NULL) {
-			worker_lost(w, why);
+			child_lost(w, why);
 			break;
 		}
 		/* A short read drained the socket: skip the read(2) that would
@@ -589,15 +591,16 @@ worker_read_cb(struct ev_loop *loop, ev_io *io, int revents)
 /* ---- frames to a worker -------------------------------------------------- */
 
 static void
-worker_write_cb(struct ev_loop *loop, ev_io *io, int revents)
+child_write_cb(struct ev_loop *loop, ev_io *io, int revents)
 {
 	(void)loop;
 	(void)revents;
-	struct worker *w = (struct worker *)((char *)io - offsetof(struct worker, wio));
+	struct pool_child *w =
+	    (struct pool_child *)((char *)io - offsetof(struct pool_child, wio));
 	struct pool *pool = w->pool;
 	const char *why;
-	if (worker_send(w, &why) < 0) {
-		worker_lost(w, why);
+	if (child_send(w, &why) < 0) {
+		child_lost(w, why);
 		pool_pump(pool);   /* a task that never reached w goes on */
 	}
 }
@@ -606,7 +609,7 @@ worker_write_cb(struct ev_loop *loop, ev_io *io, int revents)
  * watcher does the rest.  Returns 0, or -1 (why set) when the channel is
  * broken: the caller loses the worker. */
 static int
-worker_send(struct worker *w, const char **why)
+child_send(struct pool_child *w, const char **why)
 {
 	struct pool *pool = w->pool;
 	while (w->out_off < w->out.len) {
@@ -639,7 +642,7 @@ worker_send(struct worker *w, const char **why)
  * out): w is lost and j is at the front of the backlog.  Never calls
  * done. */
 static int
-worker_give(struct worker *w, struct job *j)
+child_give(struct pool_child *w, struct job *j)
 {
 	struct pool *pool = w->pool;
 	const struct handler_call *call = j->call;
@@ -659,14 +662,14 @@ worker_give(struct worker *w, struct job *j)
 		return -1;
 	w->job = j;
 	w->child_seen = false;
-	w->state = WORKER_BUSY;
+	w->state = CHILD_BUSY;
 	pool->st.busy++;
 	const char *why;
-	if (worker_send(w, &why) < 0) {
+	if (child_send(w, &why) < 0) {
 		/* Typically the first send(2) failed: j went back to the
 		 * backlog.  If part of the frame went out first, the worker may
 		 * have read it and died of it: a crash, answered later. */
-		worker_lost(w, why);
+		child_lost(w, why);
 		return pool->bl_head == j ? -2 : 0;
 	}
 	return 0;
@@ -715,7 +718,7 @@ child_exec(int chan, int exe, pid_t parent, char **argv, char **envp)
 }
 
 static char **
-worker_envp(pid_t parent)
+child_envp(pid_t parent)
 {
 	size_t n = 0;
 	while (environ[n] != NULL)
@@ -739,10 +742,10 @@ worker_envp(pid_t parent)
 	return env;
 }
 
-static struct worker *
-worker_spawn(struct pool *pool, int slot)
+static struct pool_child *
+child_spawn(struct pool *pool, int slot)
 {
-	struct worker *w = calloc(1, sizeof(*w));
+	struct pool_child *w = calloc(1, sizeof(*w));
 	int sv[2] = { -1, -1 };
 	char title[64];
 	char *argv[2] = { title, NULL };
@@ -758,7 +761,7 @@ worker_spawn(struct pool *pool, int slot)
 	struct frame_hello hello = {
 		.slot = (uint32_t)slot + 1, .plugins = (const char *const *)pool->plugins,
 	};
-	envp = worker_envp(pool->self);
+	envp = child_envp(pool->self);
 	if (envp == NULL || frame_put_hello(&w->out, &hello) < 0 ||
 	    socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0) {
 		log_error("cannot start cpu worker %d: %s", slot + 1, strerror(errno));
@@ -781,14 +784,14 @@ worker_spawn(struct pool *pool, int slot)
 	w->started = ev_now(pool->loop);
 	(void)fcntl(w->fd, F_SETFL, fcntl(w->fd, F_GETFL) | O_NONBLOCK);
 	/* Before the loop runs again, or libev may reap it unseen. */
-	ev_child_init(&w->child, worker_child_cb, pid, 0);
+	ev_child_init(&w->child, child_exit_cb, pid, 0);
 	ev_child_start(pool->loop, &w->child);
 	/* Nobody else reaps it, so the pid cannot be reused before this. */
 	w->pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
-	ev_io_init(&w->rio, worker_read_cb, w->fd, EV_READ);
-	ev_io_init(&w->wio, worker_write_cb, w->fd, EV_WRITE);
+	ev_io_init(&w->rio, child_read_cb, w->fd, EV_READ);
+	ev_io_init(&w->wio, child_write_cb, w->fd, EV_WRITE);
 	ev_io_start(pool->loop, &w->rio);
-	w->state = WORKER_STARTING;
+	w->state = CHILD_STARTING;
 	w->next = &pool->all;
 	w->prev = pool->all.prev;
 	pool->all.prev->next = w;
@@ -796,8 +799,8 @@ worker_spawn(struct pool *pool, int slot)
 	pool->st.alive++;
 	pool->st.spawned++;
 	const char *why;
-	if (worker_send(w, &why) < 0)   /* the hello */
-		worker_lost(w, why);
+	if (child_send(w, &why) < 0)   /* the hello */
+		child_lost(w, why);
 	return w;
 
 fail:
@@ -824,9 +827,9 @@ pool_fill(struct pool *pool)
 	for (int i = 0; i < pool->p.size; i++) {
 		if (pool->slots[i] != NULL)
 			continue;
-		struct worker *w = worker_spawn(pool, i);
+		struct pool_child *w = child_spawn(pool, i);
 		/* Lost already (its hello could not be sent): try again later. */
-		if (w == NULL || w->state == WORKER_GONE)
+		if (w == NULL || w->state == CHILD_GONE)
 			failed = true;
 		else
 			pool->slots[i] = w;
@@ -850,12 +853,12 @@ pool_respawn_cb(struct ev_loop *loop, ev_timer *t, int revents)
 
 /* ---- dispatching --------------------------------------------------------- */
 
-static struct worker *
-idle_worker(struct pool *pool)
+static struct pool_child *
+idle_child(struct pool *pool)
 {
 	for (int i = 0; i < pool->p.size; i++) {
-		struct worker *w = pool->slots[i];
-		if (w != NULL && w->state == WORKER_IDLE)
+		struct pool_child *w = pool->slots[i];
+		if (w != NULL && w->state == CHILD_IDLE)
 			return w;
 	}
 	return NULL;
@@ -867,12 +870,12 @@ idle_worker(struct pool *pool)
 static struct job *
 pool_hand_out(struct pool *pool)
 {
-	struct worker *w;
-	while (pool->bl_head != NULL && (w = idle_worker(pool)) != NULL) {
+	struct pool_child *w;
+	while (pool->bl_head != NULL && (w = idle_child(pool)) != NULL) {
 		struct job *j = backlog_pop(pool);
 		/* -2: w was dead already and j is back at the front, for the
 		 * next idle worker. */
-		if (worker_give(w, j) == -1)
+		if (child_give(w, j) == -1)
 			return j;
 	}
 	return NULL;
@@ -911,7 +914,7 @@ pool_cancel(struct handler_call *call)
 			return;
 		}
 	}
-	for (struct worker *w = pool->all.next; w != &pool->all; w = w->next) {
+	for (struct pool_child *w = pool->all.next; w != &pool->all; w = w->next) {
 		if (w->job != NULL && w->job->call == call) {
 			log_debug("cpu worker %d (pid %ld) killed: its task was stopped",
 			    w->slot + 1, (long)w->pid);
@@ -919,8 +922,8 @@ pool_cancel(struct handler_call *call)
 			w->job = NULL;
 			pool->st.busy--;
 			pool->st.killed++;
-			worker_kill(w);
-			worker_close(w);
+			child_kill(w);
+			child_close(w);
 			return;
 		}
 	}
@@ -929,7 +932,7 @@ pool_cancel(struct handler_call *call)
 int
 pool_submit(struct pool *pool, struct handler_call *call, const char *handler)
 {
-	if (idle_worker(pool) == NULL && pool->nbacklog >= pool->p.backlog)
+	if (idle_child(pool) == NULL && pool->nbacklog >= pool->p.backlog)
 		return -1;
 	struct job *j = calloc(1, sizeof(*j));
 	if (j == NULL)
@@ -1025,7 +1028,7 @@ pool_configure(struct pool *pool, const struct pool_params *p)
 		return;
 	}
 	if (pool->p.size > pool->nslots) {
-		struct worker **s = realloc(pool->slots, (size_t)pool->p.size * sizeof(*s));
+		struct pool_child **s = realloc(pool->slots, (size_t)pool->p.size * sizeof(*s));
 		if (s == NULL) {
 			log_error("cpu pool: out of memory growing to %d workers", pool->p.size);
 			pool->p.size = pool->nslots;
@@ -1037,12 +1040,12 @@ pool_configure(struct pool *pool, const struct pool_params *p)
 		}
 	}
 	/* Idle workers that are now surplus or out of date go at once; busy
-	 * ones when their task ends (worker_frame). */
+	 * ones when their task ends (child_frame). */
 	for (int i = 0; i < pool->nslots; i++) {
-		struct worker *w = pool->slots[i];
-		if (w != NULL && w->state == WORKER_IDLE &&
+		struct pool_child *w = pool->slots[i];
+		if (w != NULL && w->state == CHILD_IDLE &&
 		    (i >= pool->p.size || w->gen != pool->gen))
-			worker_close(w);
+			child_close(w);
 	}
 	if (gen != pool->gen)
 		log_info("cpu pool: plugins changed, replacing workers as they become idle");
@@ -1065,10 +1068,10 @@ pool_free(struct pool *pool)
 		return;
 	ev_timer_stop(pool->loop, &pool->respawn);
 	ev_timer_stop(pool->loop, &pool->later);
-	struct worker *w = pool->all.next;
+	struct pool_child *w = pool->all.next;
 	while (w != &pool->all) {
-		struct worker *next = w->next;
-		worker_kill(w);
+		struct pool_child *next = w->next;
+		child_kill(w);
 		if (w->fd >= 0) {
 			ev_io_stop(pool->loop, &w->rio);
 			ev_io_stop(pool->loop, &w->wio);

@@ -79,9 +79,6 @@ struct pool_stats {
 	uint64_t killed;       /* killed by a cancel (timeout, shutdown) */
 };
 
-/* The CPU handler of exec tasks of kind cpu: it runs in a worker only. */
-extern const struct handler handler_exec_cpu;
-
 /* Starts p->size workers.  loop must be libev's default loop (ev_child).
  * Returns NULL with err filled when the binary cannot be opened or nothing
  * could be forked. */

@@ -5,7 +5,6 @@
 
 #include "buf.h"
 #include "plugin.h"
-#include "pool.h"
 
 struct registry {
 	struct registry_entry *entries;
@@ -39,7 +38,7 @@ registry_build(const struct conf *conf, char **errs)
 		struct registry_entry *e = &r->entries[r->n];
 
 		/* conf makes an exec task without a kind an io one; kind cpu
-		 * runs the program from a pool worker (pool.h). */
+		 * runs the program from a pool worker (worker_exec.h). */
 		e->handler = t->handler == NULL ? (t->kind == CONF_KIND_CPU ?
 		    &handler_exec_cpu : &handler_exec_io) : handler_find(t->handler);
 		if (e->handler == NULL && t->handler != NULL)

@@ -64,7 +64,7 @@ result_build(struct result_msg *msg, const struct result_info *info)
 	header_str(&msg->headers[0], LIT("taskd-status"),
 	    str_bytes(result_status_name(info->status)));
 	header_str(&msg->headers[1], LIT("taskd-task-id"), str_bytes(info->task_id));
-	header_str(&msg->headers[2], LIT("taskd-worker"), str_bytes(info->worker));
+	header_str(&msg->headers[2], LIT("taskd-worker"), str_bytes(info->node_id));
 	msg->headers[3].key = LIT("taskd-attempt");
 	msg->headers[3].value.kind = AMQP_FIELD_KIND_I32;
 	msg->headers[3].value.value.i32 = info->attempt;

@@ -37,7 +37,7 @@ struct result_info {
 	const char *correlation_id;
 	size_t correlation_len;     /* 0: correlation_id is a C string */
 	const char *content_type;   /* of the body when ok; NULL = none */
-	const char *worker;         /* "host:pid" */
+	const char *node_id;        /* "host:pid": the taskd-worker header */
 	int attempt;                /* 1 = first run */
 	int64_t duration_us;
 	time_t timestamp;

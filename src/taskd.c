@@ -57,7 +57,7 @@ struct taskd {
 	struct broker *broker;
 	struct dispatch *dispatch;
 	struct pool *pool;   /* the CPU workers */
-	char *worker;
+	char *node_id;       /* "host:pid" */
 	ev_signal sigterm, sigint, sighup;
 	ev_timer grace;
 	ev_timer finish;
@@ -153,7 +153,7 @@ taskd_pool_params(struct pool_params *pp, const struct conf *conf,
 }
 
 static int
-taskd_params(struct connector_params *p, const struct conf *conf, const char *worker)
+taskd_params(struct connector_params *p, const struct conf *conf, const char *node_id)
 {
 	memset(p, 0, sizeof(*p));
 	p->nodes = conf->nodes;  /* borrowed: copied by broker_new/_reconfigure */
@@ -168,7 +168,7 @@ taskd_params(struct connector_params *p, const struct conf *conf, const char *wo
 	p->durable = conf->queue_durable;
 	p->quorum = conf->queue_type == CONF_QUEUE_QUORUM;
 	p->reply_queue = conf->reply_queue;
-	p->connection_name = (char *)worker;
+	p->connection_name = (char *)node_id;
 	return 0;
 }
 
@@ -475,7 +475,7 @@ static bool
 taskd_apply_broker(struct taskd *t)
 {
 	struct connector_params p;
-	taskd_params(&p, t->conf, t->worker);
+	taskd_params(&p, t->conf, t->node_id);
 	return broker_reconfigure(t->broker, &p, t->conf->max_payload,
 	    t->conf->max_unconfirmed, t->conf->reconnect_max) == 1;
 }
@@ -645,7 +645,7 @@ taskd_reload_cb(struct ev_loop *loop, ev_signal *w, int revents)
 	/* During a switch the reconnect to come takes whatever is in force. */
 	if (t->state == TASKD_RUNNING) {
 		struct connector_params p;
-		taskd_params(&p, conf, t->worker);
+		taskd_params(&p, conf, t->node_id);
 		if (broker_state(t->broker) == BROKER_UP &&
 		    broker_params_differ(t->broker, &p))
 			taskd_switch(t);
@@ -661,7 +661,7 @@ taskd_run(struct conf *conf, struct registry *reg)
 {
 	struct taskd t = { 0 };
 	char host[256] = "localhost";
-	char worker[300];
+	char node_id[300];
 
 	t.conf = conf;
 	t.reg = reg;
@@ -686,12 +686,12 @@ taskd_run(struct conf *conf, struct registry *reg)
 	}
 
 	(void)gethostname(host, sizeof(host) - 1);
-	snprintf(worker, sizeof(worker), "%s:%ld", host, (long)getpid());
-	t.worker = worker;
+	snprintf(node_id, sizeof(node_id), "%s:%ld", host, (long)getpid());
+	t.node_id = node_id;
 
-	t.dispatch = dispatch_new(t.loop, conf, reg, worker);
+	t.dispatch = dispatch_new(t.loop, conf, reg, node_id);
 	struct connector_params p;
-	taskd_params(&p, conf, worker);
+	taskd_params(&p, conf, node_id);
 	if (t.dispatch != NULL)
 		t.broker = broker_new(t.loop, &p, conf->max_payload, conf->max_unconfirmed,
 		    conf->reconnect_max, &taskd_broker_ops, &t);

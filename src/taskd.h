@@ -3,6 +3,8 @@
  *
  * States:
  *   TASKD_RUNNING   consuming and running tasks
+ *   TASKD_SWITCHING SIGHUP changed the broker settings: tasks in flight
+ *                   finish, then the connection is made again with them
  *   TASKD_DRAINING  SIGTERM/SIGINT seen: consumer cancelled, tasks in flight
  *                   finish (bounded by shutdown.grace), then it stops
  *   TASKD_STOPPED   the loop has returned

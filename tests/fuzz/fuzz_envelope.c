@@ -50,7 +50,7 @@ check_result(const struct envelope *env, bool persistent)
 		.correlation_id = env->correlation_id,
 		.correlation_len = env->correlation_len,
 		.content_type = env->content_type,
-		.worker = "fuzz:1",
+		.node_id = "fuzz:1",
 		.attempt = 1,
 		.duration_us = 1,
 		.timestamp = 1700000000,

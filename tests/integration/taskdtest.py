@@ -790,6 +790,15 @@ def sockets_of(pid):
     return out
 
 
+def process_running(pid):
+    """Alive and not a zombie nobody has reaped yet."""
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            return ") Z " not in f.read()
+    except FileNotFoundError:
+        return False
+
+
 def new_id(prefix="c"):
     return "%s-%s" % (prefix, uuid.uuid4().hex)
 
@@ -798,5 +807,5 @@ __all__ = [
     "AMQP_PORT", "BROKER_DIR", "RABBITMQ_PRIVATE", "TASKD", "UUID_RE",
     "Client", "Result", "Taskd", "TaskdTestCase", "broker_ctl", "broker_pid",
     "broker_uri", "check_environment", "decimal", "hstr", "libconfig_text",
-    "libconfig_value", "new_id", "rabbitmq_private",
+    "libconfig_value", "new_id", "process_running", "rabbitmq_private",
 ]

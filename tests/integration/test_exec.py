@@ -5,16 +5,7 @@ started), a clean environment, no shell."""
 import os
 import time
 
-from taskdtest import TaskdTestCase
-
-
-def _running(pid):
-    """Alive and not a zombie."""
-    try:
-        with open("/proc/%d/stat" % pid) as f:
-            return ") Z " not in f.read()
-    except FileNotFoundError:
-        return False
+from taskdtest import TaskdTestCase, process_running
 
 
 class Exec(TaskdTestCase):
@@ -61,7 +52,7 @@ class Exec(TaskdTestCase):
         with open(self.pidfile) as f:
             grandchild = int(f.read())
         self.wait_for("the killed task's process %d to go" % grandchild,
-                      lambda: not _running(grandchild), timeout=5)
+                      lambda: not process_running(grandchild), timeout=5)
         self.assert_alive(self.d)
 
     def test_clean_environment_no_shell(self):

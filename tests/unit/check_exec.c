@@ -13,9 +13,12 @@
 #include <unistd.h>
 
 #include "exec.h"
+#include "worker_exec.h"
 
-/* A blocking waiter, as a process without an event loop (a pool worker)
- * would write it: poll(2) and waitpid(2). */
+/* exec_run() is driven here by its blocking waiter, the one a CPU worker
+ * uses (worker_exec.c), so the test runs the code the daemon runs instead
+ * of a copy of it; the io waiter (handler_exec.c) is covered by the
+ * integration tests. */
 static double
 now(void)
 {
@@ -24,60 +27,21 @@ now(void)
 	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
-static int
-ms_left(double deadline)
-{
-	if (deadline <= 0)
-		return -1;
-	double left = deadline - now();
-	return left <= 0 ? 0 : (int)(left * 1000) + 1;
-}
-
-static enum exec_wait
-block_poll(void *ctx, struct pollfd *fds, nfds_t n, double deadline)
-{
-	(void)ctx;
-	for (;;) {
-		int ms = ms_left(deadline);
-		if (ms == 0)
-			return EXEC_WAIT_TIMEOUT;
-		int r = poll(fds, n, ms);
-		if (r > 0)
-			return EXEC_WAIT_READY;
-		if (r < 0 && errno != EINTR)
-			ck_abort_msg("poll: %s", strerror(errno));
-	}
-}
-
-static enum exec_wait
-block_wait_child(void *ctx, pid_t pid, double deadline, int *status)
-{
-	(void)ctx;
-	for (;;) {
-		pid_t r = waitpid(pid, status, WNOHANG);
-		if (r == pid)
-			return EXEC_WAIT_READY;
-		ck_assert_int_eq(r, 0);
-		if (ms_left(deadline) == 0)
-			return EXEC_WAIT_TIMEOUT;
-		usleep(1000);
-	}
-}
-
-static pid_t reaped;
+/* The program's pid, as worker_exec() reports it: its process group. */
+static pid_t started_pid;
+static int started_calls;
 
 static void
-block_reap(void *ctx, pid_t pid)
+on_started(void *ctx, uint64_t seq, pid_t pgid)
 {
-	(void)ctx;
-	while (waitpid(pid, NULL, 0) < 0 && errno == EINTR)
-		;
-	reaped = pid;
+	ck_assert_ptr_eq(ctx, &started_pid);
+	ck_assert_uint_eq(seq, 42);
+	ck_assert_int_gt(pgid, 1);
+	ck_assert_msg(started_calls == 0 || started_pid == pgid,
+	    "started reported %d, then %d", (int)started_pid, (int)pgid);
+	started_pid = pgid;
+	started_calls++;
 }
-
-static const struct exec_waiter blocking = {
-	NULL, block_poll, NULL, block_wait_child, block_reap,
-};
 
 static struct handler_output out;
 
@@ -86,7 +50,8 @@ setup(void)
 {
 	memset(&out, 0, sizeof(out));
 	signal(SIGPIPE, SIG_IGN);
-	reaped = 0;
+	started_pid = 0;
+	started_calls = 0;
 }
 
 static void
@@ -95,20 +60,25 @@ teardown(void)
 	buf_free(&out.body);
 }
 
-static enum exec_end
-run(char *const argv[], const char *in, size_t len, double timeout)
+static void
+run(char *const argv[], const char *payload, size_t len, double timeout)
 {
-	return exec_run(argv, in, len, timeout > 0 ? now() + timeout : 0, 1 << 20,
-	    &blocking, &out);
+	const struct handler_input in = {
+		.payload = payload, .len = len,
+		.deadline = timeout > 0 ? now() + timeout : 0,
+	};
+	worker_exec((const char *const *)argv, &in, 1 << 20, 42, on_started,
+	    &started_pid, &out);
 }
 
 START_TEST(test_stdin_to_stdout)
 {
 	char *argv[] = { "/bin/cat", NULL };
-	ck_assert_int_eq(run(argv, "hello", 5, 5), EXEC_FINISHED);
+	run(argv, "hello", 5, 5);
 	ck_assert_int_eq(out.status, RESULT_OK);
 	ck_assert_uint_eq(out.body.len, 5);
 	ck_assert_mem_eq(out.body.data, "hello", 5);
+	ck_assert_int_ge(started_calls, 1);
 }
 END_TEST
 
@@ -120,7 +90,7 @@ START_TEST(test_large_payload)
 	for (size_t i = 0; i < n; i++)
 		big[i] = (char)('a' + i % 26);
 	char *argv[] = { "/bin/cat", NULL };
-	ck_assert_int_eq(run(argv, big, n, 10), EXEC_FINISHED);
+	run(argv, big, n, 10);
 	ck_assert_int_eq(out.status, RESULT_OK);
 	ck_assert_uint_eq(out.body.len, n);
 	ck_assert(memcmp(out.body.data, big, n) == 0);
@@ -132,7 +102,7 @@ START_TEST(test_failure_with_stderr)
 {
 	char *argv[] = { "/bin/sh", "-c",
 	    "for i in 1 2 3 4 5 6 7 8 9 10 11 12; do echo line$i >&2; done; exit 3", NULL };
-	ck_assert_int_eq(run(argv, "", 0, 5), EXEC_FINISHED);
+	run(argv, "", 0, 5);
 	ck_assert_int_eq(out.status, RESULT_ERROR);
 	ck_assert_str_eq(out.error_code, "handler_failed");
 	/* The last ten lines, not the first ones. */
@@ -144,7 +114,7 @@ END_TEST
 START_TEST(test_killed_by_signal)
 {
 	char *argv[] = { "/bin/sh", "-c", "kill -TERM $$", NULL };
-	ck_assert_int_eq(run(argv, "", 0, 5), EXEC_FINISHED);
+	run(argv, "", 0, 5);
 	ck_assert_int_eq(out.status, RESULT_ERROR);
 	ck_assert_msg(strstr(out.body.data, "killed by signal 15") != NULL, "%s",
 	    out.body.data);
@@ -177,12 +147,12 @@ START_TEST(test_timeout_kills_group)
 	snprintf(script, sizeof(script), "sleep 30 & echo $! > %s; wait", path);
 	char *argv[] = { "/bin/sh", "-c", script, NULL };
 	double t0 = now();
-	ck_assert_int_eq(run(argv, "", 0, 0.3), EXEC_FINISHED);
+	run(argv, "", 0, 0.3);
 	ck_assert(now() - t0 < 5);
 	ck_assert_int_eq(out.status, RESULT_TIMEOUT);
 	ck_assert_str_eq(out.error_code, "timeout");
-	ck_assert_int_ne(reaped, 0);
-	ck_assert_int_eq(kill(reaped, 0), -1); /* the child is gone, reaped */
+	ck_assert_int_ne(started_pid, 0);
+	ck_assert_int_eq(kill(started_pid, 0), -1); /* the child is gone, reaped */
 
 	FILE *f = fopen(path, "r");
 	int grandchild = 0;
@@ -200,7 +170,7 @@ END_TEST
 START_TEST(test_output_cap)
 {
 	char *argv[] = { "/bin/sh", "-c", "head -c 3000000 /dev/zero", NULL };
-	ck_assert_int_eq(run(argv, "", 0, 5), EXEC_FINISHED);
+	run(argv, "", 0, 5);
 	ck_assert_int_eq(out.status, RESULT_ERROR);
 	ck_assert_msg(strstr(out.body.data, "output larger than") != NULL, "%s",
 	    out.body.data);
@@ -210,7 +180,7 @@ END_TEST
 START_TEST(test_cannot_start)
 {
 	char *argv[] = { "/nonexistent/program", NULL };
-	ck_assert_int_eq(run(argv, "x", 1, 5), EXEC_FINISHED);
+	run(argv, "x", 1, 5);
 	ck_assert_int_eq(out.status, RESULT_ERROR);
 	ck_assert_msg(strstr(out.body.data, "No such file") != NULL, "%s",
 	    out.body.data);
@@ -227,7 +197,7 @@ START_TEST(test_clean_child)
 	sigemptyset(&block);
 	sigaddset(&block, SIGTERM);
 	sigprocmask(SIG_BLOCK, &block, &old);
-	ck_assert_int_eq(run(argv, "", 0, 5), EXEC_FINISHED);
+	run(argv, "", 0, 5);
 	sigprocmask(SIG_SETMASK, &old, NULL);
 	ck_assert_int_eq(out.status, RESULT_OK);
 	ck_assert_msg(strstr(out.body.data, "TASKD_SECRET") == NULL, "%s", out.body.data);
@@ -246,7 +216,7 @@ START_TEST(test_unread_stdin)
 	size_t n = 1 << 20;
 	char *big = calloc(1, n);
 	char *argv[] = { "/bin/true", NULL };
-	ck_assert_int_eq(run(argv, big, n, 5), EXEC_FINISHED);
+	run(argv, big, n, 5);
 	ck_assert_int_eq(out.status, RESULT_OK);
 	free(big);
 }
