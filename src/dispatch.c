@@ -95,6 +95,9 @@ struct fifo {
 #ifndef TASK_SPARE_MAX
 #define TASK_SPARE_MAX 1024
 #endif
+/* A variable, not the macro, in the test: with 0 (ASan) the comparison
+ * would be one the compiler calls always false. */
+static const size_t task_spare_max = TASK_SPARE_MAX;
 
 struct dispatch {
 	struct ev_loop *loop;
@@ -244,7 +247,7 @@ task_free(struct task *t)
 		recount_free(d->parked_copy);
 		d->parked_copy = NULL;
 	}
-	if (d->nspare < TASK_SPARE_MAX) {
+	if (d->nspare < task_spare_max) {
 		t->qnext = d->spare;
 		d->spare = t;
 		d->nspare++;
