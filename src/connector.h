@@ -93,7 +93,4 @@ void connector_result_clear(struct connector_result *res);
 void connector_params_clear(struct connector_params *p);
 int connector_params_copy(struct connector_params *dst, const struct connector_params *src);
 
-/* A rabbitmq-c RPC reply as one line of text (malloc'd). */
-char *connector_reply_text(amqp_rpc_reply_t r, const char *what);
-
 #endif
