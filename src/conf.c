@@ -146,6 +146,11 @@ static const struct key shutdown_keys[] = {
 	{ "grace", KEY_DOUBLE, 0, 3600, false, NULL, 0, C(shutdown_grace) },
 	{ NULL, 0, 0, 0, false, NULL, 0, 0 },
 };
+static const struct key control_keys[] = {
+	{ "exchange", KEY_STRING, 0, CONF_NAME_MAX, false, NULL, 0, C(control_exchange) },
+	{ "cancel_ttl", KEY_DOUBLE, 1, 604800, false, NULL, 0, C(cancel_ttl) },
+	{ NULL, 0, 0, 0, false, NULL, 0, 0 },
+};
 /* name, exec and allow need more than a table row; see load_task(). */
 static const struct key task_keys[] = {
 	{ "handler", KEY_NAME, 1, CONF_NAME_MAX, false, NULL, 0, T(handler) },
@@ -166,6 +171,7 @@ static const struct group groups[] = {
 	{ "limits", limits_keys },
 	{ "log", log_keys },
 	{ "shutdown", shutdown_keys },
+	{ "control", control_keys },
 	{ NULL, NULL },
 };
 
@@ -880,8 +886,11 @@ conf_defaults(const char *path)
 	c->max_deliveries = 5;
 	c->log_level = LOG_LEVEL_INFO;
 	c->shutdown_grace = 30;
+	c->control_exchange = strdup("taskd.control");
+	c->cancel_ttl = 3600;
 	if (c->path == NULL || c->broker_uri == NULL || c->queue_name == NULL ||
-	    c->default_task == NULL || c->reply_queue == NULL) {
+	    c->default_task == NULL || c->reply_queue == NULL ||
+	    c->control_exchange == NULL) {
 		conf_free(c);
 		return NULL;
 	}
@@ -1015,5 +1024,6 @@ conf_free(struct conf *c)
 	free(c->queue_name);
 	free(c->default_task);
 	free(c->reply_queue);
+	free(c->control_exchange);
 	free(c);
 }

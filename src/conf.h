@@ -81,6 +81,10 @@ struct conf {
 	int log_level;            /* enum log_level; default info */
 	double shutdown_grace;    /* shutdown.grace seconds, default 30 */
 
+	/* control (fleet control, docs/protocol.md) */
+	char *control_exchange;   /* default "taskd.control"; "" = off */
+	double cancel_ttl;        /* control.cancel_ttl seconds, default 3600 */
+
 	struct conf_task *tasks;
 	size_t ntasks;
 };

@@ -15,6 +15,7 @@
 #include "config.h"
 #include "broker.h"
 #include "connector.h"
+#include "control.h"
 #include "coro.h"
 #include "cpus.h"
 #include "fetch.h"
@@ -52,6 +53,7 @@ struct taskd {
 	struct broker *broker;
 	struct dispatch *dispatch;
 	struct pool *pool;   /* the CPU workers */
+	struct control *control;   /* fleet control (control.h) */
 	char *worker;
 	ev_signal sigterm, sigint, sighup;
 	ev_timer grace;
@@ -471,6 +473,12 @@ taskd_reload_cb(struct ev_loop *loop, ev_signal *w, int revents)
 	if (ps.size != pp.size)
 		log_info("cpu pool: %d workers, was %d (%s)", pp.size, ps.size, why);
 	pool_configure(t->pool, &pp);
+	if (t->control != NULL) {
+		struct control_params cp = { conf->control_exchange, conf->cancel_ttl,
+		    t->worker };
+		if (control_reconfigure(t->control, &cp) < 0)
+			log_warn("out of memory: fleet control keeps its old settings");
+	}
 	registry_free(t->reg);
 	conf_free(t->conf);
 	t->conf = conf;
@@ -554,6 +562,10 @@ taskd_run(struct conf *conf, struct registry *reg)
 	}
 	dispatch_set_pool(t.dispatch, t.pool);
 	log_info("cpu pool: %d workers (%s)", pp.size, why);
+	struct control_params cp = { conf->control_exchange, conf->cancel_ttl, worker };
+	t.control = control_new(t.loop, t.broker, t.dispatch, t.pool, &cp);
+	if (t.control == NULL)
+		log_error("out of memory: fleet control is off");
 
 	ev_signal_init(&t.sigterm, taskd_stop_cb, SIGTERM);
 	ev_signal_init(&t.sigint, taskd_stop_cb, SIGINT);
@@ -592,6 +604,7 @@ taskd_run(struct conf *conf, struct registry *reg)
 	struct dispatch_stats st;
 	dispatch_stats(t.dispatch, &st);
 	broker_stop(t.broker);
+	control_free(t.control);
 	dispatch_free(t.dispatch);
 	pool_free(t.pool);
 	broker_free(t.broker);

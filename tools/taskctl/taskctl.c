@@ -19,6 +19,8 @@ taskctl_usage(void)
 	printf(
 "usage: taskctl [OPTIONS] submit [options] TASK [PAYLOAD|-]\n"
 "       taskctl [OPTIONS] bench [options]\n"
+"       taskctl [OPTIONS] status [--json] [--timeout SEC] [--expect N]\n"
+"       taskctl [OPTIONS] cancel [--timeout SEC] [--expect N] TASK_ID...\n"
 "       taskctl -h\n"
 "\n"
 "OPTIONS (before or after the command name):\n"
@@ -52,8 +54,18 @@ taskctl_usage(void)
 "  --reply-to Q    with --no-wait: results go to queue Q (default: none\n"
 "                  set, so taskd sends them to its reply.queue)\n"
 "\n"
-"exit status: 0 ok, 2 a task's status was not ok, 1 client failure\n"
-"(cannot connect, task refused, no result in time).\n",
+"status: every live node, its running tasks and counters (fleet control).\n"
+"  --json          the nodes' replies as one JSON array\n"
+"cancel: stop tasks by id on every node; ids not yet arrived are\n"
+"  answered cancelled when they come, within the nodes' cancel TTL.\n"
+"status and cancel:\n"
+"  --timeout SEC   collect replies this long (default 2)\n"
+"  --expect N      stop as soon as N nodes answered\n"
+"  --exchange X    the control exchange (default taskd.control)\n"
+"\n"
+"exit status: 0 ok, 2 a task's status was not ok, 3 cancel: an id was\n"
+"running on no node that answered, 1 client failure (cannot connect, task\n"
+"refused, no result or no node in time).\n",
 	    /* The URI holds "%2f": an argument, never part of the format. */
 	    TASKCTL_DEFAULT_URI, TASKCTL_DEFAULT_QUEUE);
 }
@@ -64,6 +76,8 @@ taskctl_usage_hint(void)
 	fprintf(stderr,
 	    "usage: taskctl [OPTIONS] submit [options] TASK [PAYLOAD|-]\n"
 	    "       taskctl [OPTIONS] bench [options]\n"
+	    "       taskctl [OPTIONS] status [--json] [--timeout SEC]\n"
+	    "       taskctl [OPTIONS] cancel TASK_ID...\n"
 	    "Try 'taskctl -h' for the options.\n");
 }
 
@@ -107,6 +121,8 @@ static const struct {
 } commands[] = {
 	{ "submit", submit_main },
 	{ "bench", bench_main },
+	{ "status", status_main },
+	{ "cancel", cancel_main },
 };
 
 int

@@ -4,7 +4,7 @@
  *   taskctl [OPTIONS] submit [--timeout SEC] [--no-wait] TASK [PAYLOAD|-]
  *   taskctl [OPTIONS] bench [-n N] [-r RATE] [-c CONC] [-t TASK] ...
  *   taskctl [OPTIONS] status [--json] [--timeout SEC]
- *   taskctl [OPTIONS] cancel [--timeout SEC] TASK_ID...
+ *   taskctl [OPTIONS] cancel [--timeout SEC] [--expect N] TASK_ID...
  *
  * It speaks only the wire protocol of docs/protocol.md, as any other client
  * would, so it doubles as a check that the protocol is usable from outside.
@@ -61,5 +61,7 @@ void taskctl_usage_hint(void);
  * status (cli.h). */
 int submit_main(struct taskctl *t, int argc, char **argv);
 int bench_main(struct taskctl *t, int argc, char **argv);
+int status_main(struct taskctl *t, int argc, char **argv);
+int cancel_main(struct taskctl *t, int argc, char **argv);
 
 #endif
