@@ -24,6 +24,7 @@
  * must not eat the node's memory): each costs its id and ~40 bytes. */
 #define CANCELS_MAX 100000
 #define EXPIRE_EVERY 60.0
+#define LOG_SEGMENT_BYTES 4000000
 
 /* One channel's message in progress (deliver -> header -> body). */
 struct rx {
@@ -322,17 +323,22 @@ log_start(struct control *c)
 {
 	char age[32];
 	snprintf(age, sizeof(age), "%.0fs", ceil(c->ttl));
-	amqp_table_entry_t qargs[2];
+	amqp_table_entry_t qargs[3];
 	qargs[0].key = amqp_cstring_bytes("x-queue-type");
 	qargs[0].value.kind = AMQP_FIELD_KIND_UTF8;
 	qargs[0].value.value.bytes = amqp_cstring_bytes("stream");
 	qargs[1].key = amqp_cstring_bytes("x-max-age");
 	qargs[1].value.kind = AMQP_FIELD_KIND_UTF8;
 	qargs[1].value.value.bytes = amqp_cstring_bytes(age);
+	/* Retention drops whole segments only: small ones, so old requests
+	 * really go (the default segment is 500 MB). */
+	qargs[2].key = amqp_cstring_bytes("x-stream-max-segment-size-bytes");
+	qargs[2].value.kind = AMQP_FIELD_KIND_I64;
+	qargs[2].value.value.i64 = LOG_SEGMENT_BYTES;
 	amqp_queue_declare_t q = {
 		.queue = amqp_cstring_bytes(c->stream),
 		.durable = 1,
-		.arguments = { 2, qargs },
+		.arguments = { 3, qargs },
 	};
 	amqp_basic_qos_t qos = { .prefetch_count = LOG_PREFETCH };
 	/* Every request of the last TTL (the broker finds the first chunk
