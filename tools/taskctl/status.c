@@ -145,7 +145,8 @@ status_main(struct taskctl *t, int argc, char **argv)
 	}
 	for (size_t i = 0; i < n; i++)
 		v[i] = json_array_get(a.replies, i);
-	qsort(v, n, sizeof(*v), by_node);
+	if (n > 0)
+		qsort(v, n, sizeof(*v), by_node);
 	int status = EXIT_OK;
 	if (json) {
 		json_t *sorted = json_array();
