@@ -25,6 +25,10 @@
 #define CANCELS_MAX 100000
 #define EXPIRE_EVERY 60.0
 #define LOG_SEGMENT_BYTES 4000000
+/* Times the live channel is opened again after the broker closed it, per
+ * connection: a request that makes the broker close it must not turn
+ * fleet control off, nor a refusal that repeats loop for ever. */
+#define LIVE_REOPENS 5
 
 /* One channel's message in progress (deliver -> header -> body). */
 struct rx {
@@ -58,6 +62,7 @@ struct control {
 	struct rx live, log;
 	enum log_step log_step;
 	bool live_up, log_up; /* the channel is open on this connection */
+	int live_reopens;     /* on this connection */
 };
 
 static void
@@ -367,6 +372,7 @@ control_up(void *ctx)
 	rx_clear(&c->live);
 	rx_clear(&c->log);
 	c->live_up = c->log_up = false;
+	c->live_reopens = 0;
 	if (c->exchange[0] == '\0')
 		return;
 	c->log_step = LOG_DECLARE;
@@ -390,8 +396,14 @@ channel_closed(struct control *c, amqp_channel_t ch, const amqp_channel_close_t 
 	if (ch == CH_LIVE) {
 		c->live_up = false;
 		rx_clear(&c->live);
-		log_warn("fleet control is off until the next connection: the broker "
-		    "closed its channel: %d %.*s", code, n, text);
+		if (c->live_reopens++ < LIVE_REOPENS) {
+			log_warn("the broker closed the fleet control channel (%d %.*s): "
+			    "opening it again", code, n, text);
+			(void)live_start(c);
+		} else {
+			log_warn("fleet control is off until the next connection: the broker "
+			    "closed its channel again: %d %.*s", code, n, text);
+		}
 		return;
 	}
 	c->log_up = false;
@@ -437,8 +449,11 @@ rx_header(struct rx *r, const amqp_frame_t *f)
 		r->timestamp = (double)p->timestamp;
 	if (rc != 0)
 		r->oversized = true;   /* no memory: refuse it as too large */
-	/* An address or a type with a NUL in it is nothing we can answer. */
-	if (memchr(r->reply_to.data ? r->reply_to.data : "", '\0', r->reply_to.len))
+	/* An address with a NUL in it is nothing we can answer; the bare
+	 * direct reply-to name (without the suffix the broker gives the
+	 * requester) would make the broker close our channel. */
+	if ((r->reply_to.len > 0 && memchr(r->reply_to.data, '\0', r->reply_to.len)) ||
+	    (r->reply_to.len > 0 && strcmp(r->reply_to.data, "amq.rabbitmq.reply-to") == 0))
 		r->has_reply_to = false;
 }
 
