@@ -41,6 +41,8 @@
 #include <amqp_framing.h>
 #include <amqp_tcp_socket.h>
 
+#include "rpcerr.h"
+
 #define CH_CONSUME 1
 #define CH_PUBLISH 2
 /* A bound on frames taken per batch, so a flood of deliveries cannot
@@ -230,33 +232,9 @@ ring_free(struct ring *r)
 static void
 report_rpc(const char *what, amqp_rpc_reply_t r)
 {
-	switch (r.reply_type) {
-	case AMQP_RESPONSE_NORMAL:
-		return;
-	case AMQP_RESPONSE_NONE:
-		fprintf(stderr, "baseline: %s: missing RPC reply\n", what);
-		return;
-	case AMQP_RESPONSE_LIBRARY_EXCEPTION:
-		fprintf(stderr, "baseline: %s: %s\n", what,
-		    amqp_error_string2(r.library_error));
-		return;
-	case AMQP_RESPONSE_SERVER_EXCEPTION:
-		if (r.reply.id == AMQP_CONNECTION_CLOSE_METHOD) {
-			amqp_connection_close_t *m = r.reply.decoded;
-			fprintf(stderr, "baseline: %s: connection closed: %u %.*s\n",
-			    what, m->reply_code, (int)m->reply_text.len,
-			    (const char *)m->reply_text.bytes);
-		} else if (r.reply.id == AMQP_CHANNEL_CLOSE_METHOD) {
-			amqp_channel_close_t *m = r.reply.decoded;
-			fprintf(stderr, "baseline: %s: channel closed: %u %.*s\n",
-			    what, m->reply_code, (int)m->reply_text.len,
-			    (const char *)m->reply_text.bytes);
-		} else {
-			fprintf(stderr, "baseline: %s: unexpected method 0x%08x\n",
-			    what, r.reply.id);
-		}
-		return;
-	}
+	char *text = rpcerr_text(r, what);
+	fprintf(stderr, "baseline: %s\n", text != NULL ? text : what);
+	free(text);
 }
 
 static int

@@ -137,6 +137,10 @@ struct broker {
 	/* The broker's max_message_size, once it refused a result over it
 	 * (0 = not known); kept across reconnects. */
 	size_t max_message;
+	/* The side channels' owner (broker.h), and the peer while UP. */
+	struct broker_side_ops side;
+	void *side_ctx;
+	char peer[300];
 };
 
 static void broker_lost(struct broker *b, const char *fmt, ...)
@@ -769,6 +773,11 @@ broker_method(struct broker *b, amqp_channel_t ch, amqp_method_t *m)
 static void
 broker_frame(struct broker *b, amqp_frame_t *f)
 {
+	if (f->channel >= BROKER_CH_SIDE) {
+		if (b->side.frame != NULL)
+			b->side.frame(b->side_ctx, f);
+		return;
+	}
 	switch (f->frame_type) {
 	case AMQP_FRAME_METHOD:
 		broker_method(b, f->channel, &f->payload.method);
@@ -991,7 +1000,10 @@ broker_connected(void *ctx, struct connector_result *res)
 		    "heartbeat %d s)", broker_node_name(b, node, sizeof(node)), u->vhost,
 		    p->queue, p->prefetch, b->heartbeat);
 
+	snprintf(b->peer, sizeof(b->peer), "%s:%d", u->host, u->port);
 	b->ops.up(b->ctx);
+	if (b->side.up != NULL && b->state == BROKER_UP)
+		b->side.up(b->side_ctx);
 	/* Deliveries may already sit in the library's buffer. */
 	ev_idle_start(b->loop, &b->idle);
 	b->ops.writable(b->ctx);
@@ -1280,6 +1292,58 @@ broker_publish(struct broker *b, const char *routing_key,
 	b->count++;
 	broker_after_call(b);
 	return 0;
+}
+
+void
+broker_set_side(struct broker *b, const struct broker_side_ops *ops, void *ctx)
+{
+	if (ops != NULL)
+		b->side = *ops;
+	else
+		memset(&b->side, 0, sizeof(b->side));
+	b->side_ctx = ctx;
+}
+
+int
+broker_side_method(struct broker *b, amqp_channel_t ch, amqp_method_number_t id,
+    void *decoded)
+{
+	if (b->state != BROKER_UP)
+		return BROKER_AGAIN;
+	broker_charge(b, BROKER_COST_ACK);
+	int rc = amqp_send_method(b->conn, ch, id, decoded);
+	if (rc != AMQP_STATUS_OK) {
+		broker_lost(b, "sending %s: %s", amqp_method_name(id), amqp_error_string2(rc));
+		return -1;
+	}
+	broker_after_call(b);
+	return 0;
+}
+
+int
+broker_side_publish(struct broker *b, amqp_channel_t ch, const char *exchange,
+    const char *routing_key, const amqp_basic_properties_t *props,
+    const void *body, size_t len)
+{
+	if (b->state != BROKER_UP || b->blocked || broker_silent(b))
+		return BROKER_AGAIN;
+	if (!broker_room(b, BROKER_COST_PUBLISH + len, 0))
+		return BROKER_AGAIN;
+	amqp_bytes_t msg = { len, (void *)body };
+	int rc = amqp_basic_publish(b->conn, ch, amqp_cstring_bytes(exchange),
+	    amqp_cstring_bytes(routing_key), 0, 0, props, msg);
+	if (rc != AMQP_STATUS_OK) {
+		broker_lost(b, "publishing a control reply: %s", amqp_error_string2(rc));
+		return -1;
+	}
+	broker_after_call(b);
+	return 0;
+}
+
+const char *
+broker_peer(const struct broker *b)
+{
+	return b->state == BROKER_UP ? b->peer : NULL;
 }
 
 /* Marks a delivery settled; broker_flush sends it before the loop next

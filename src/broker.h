@@ -191,6 +191,40 @@ size_t broker_max_message_size(const struct broker *b);
 uint64_t broker_returned(const struct broker *b);
 size_t broker_unconfirmed(const struct broker *b);
 
+/*
+ * Side channels: channels from BROKER_CH_SIDE up belong to one other
+ * module (fleet control, control.h), which opens them on every new
+ * connection and gets their frames; the broker only carries them.  A
+ * channel.close on one of them is the side's to answer, not a reason to
+ * reconnect.  The side's writes go through the same send budget as
+ * results, so they never block the loop.
+ */
+#define BROKER_CH_SIDE 3
+
+struct broker_side_ops {
+	/* The connection is up (again): channels >= BROKER_CH_SIDE are
+	 * closed and free to open. */
+	void (*up)(void *ctx);
+	/* A frame on a side channel.  The frame's memory is the library's
+	 * and valid during the call only. */
+	void (*frame)(void *ctx, const amqp_frame_t *f);
+};
+/* Sets the side (ops is copied; NULL ends it).  At most one. */
+void broker_set_side(struct broker *b, const struct broker_side_ops *ops, void *ctx);
+/* Sends a method on a side channel without waiting for its answer (small
+ * frames: charged to the send budget, never refused for room).  Returns 0,
+ * BROKER_AGAIN when the connection is not up, -1 when it just died. */
+int broker_side_method(struct broker *b, amqp_channel_t ch, amqp_method_number_t id,
+    void *decoded);
+/* Publishes on a side channel (no confirm, not mandatory).  Returns 0,
+ * BROKER_AGAIN (not up, blocked, or no room in the socket: nothing was
+ * sent), or -1 when the connection just died. */
+int broker_side_publish(struct broker *b, amqp_channel_t ch, const char *exchange,
+    const char *routing_key, const amqp_basic_properties_t *props,
+    const void *body, size_t len);
+/* "host:port" of the broker node the connection is to, or NULL unless up. */
+const char *broker_peer(const struct broker *b);
+
 /* Closes the connection (politely when it is up, bounded by a short
  * timeout), stops every watcher; the broker goes IDLE. */
 void broker_stop(struct broker *b);

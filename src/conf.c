@@ -157,6 +157,12 @@ static const struct key metrics_keys[] = {
 	{ "listen", KEY_STRING, 0, CONF_NAME_MAX, false, NULL, 0, C(metrics_listen) },
 	{ NULL, 0, 0, 0, false, NULL, 0, 0 },
 };
+
+static const struct key control_keys[] = {
+	{ "exchange", KEY_STRING, 0, CONF_NAME_MAX, false, NULL, 0, C(control_exchange) },
+	{ "cancel_ttl", KEY_DOUBLE, 1, 604800, false, NULL, 0, C(cancel_ttl) },
+	{ NULL, 0, 0, 0, false, NULL, 0, 0 },
+};
 /* name, exec and allow need more than a table row; see load_task(). */
 static const struct key task_keys[] = {
 	{ "handler", KEY_NAME, 1, CONF_NAME_MAX, false, NULL, 0, T(handler) },
@@ -178,6 +184,7 @@ static const struct group groups[] = {
 	{ "log", log_keys },
 	{ "shutdown", shutdown_keys },
 	{ "metrics", metrics_keys },
+	{ "control", control_keys },
 	{ NULL, NULL },
 };
 
@@ -1053,8 +1060,11 @@ conf_defaults(const char *path)
 	/* Off unless asked for: a port is the machine's, shared by every
 	 * taskd on it (docs/decisions.md). */
 	c->metrics_listen = strdup("");
+	c->control_exchange = strdup("taskd.control");
+	c->cancel_ttl = 3600;
 	if (c->path == NULL || c->broker_uri == NULL || c->queue_name == NULL ||
-	    c->default_task == NULL || c->reply_queue == NULL || c->metrics_listen == NULL) {
+	    c->default_task == NULL || c->reply_queue == NULL || c->metrics_listen == NULL ||
+	    c->control_exchange == NULL) {
 		conf_free(c);
 		return NULL;
 	}
@@ -1196,5 +1206,6 @@ conf_free(struct conf *c)
 	free(c->default_task);
 	free(c->reply_queue);
 	free(c->metrics_listen);
+	free(c->control_exchange);
 	free(c);
 }

@@ -90,6 +90,10 @@ struct conf {
 	double shutdown_grace;    /* shutdown.grace seconds, default 30 */
 	char *metrics_listen;     /* metrics.listen "HOST:PORT"; default "" = off */
 
+	/* control (fleet control, docs/protocol.md) */
+	char *control_exchange;   /* default "taskd.control"; "" = off */
+	double cancel_ttl;        /* control.cancel_ttl seconds, default 3600 */
+
 	struct conf_task *tasks;
 	size_t ntasks;
 };

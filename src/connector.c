@@ -1,4 +1,5 @@
 #include "connector.h"
+#include "rpcerr.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -153,46 +154,6 @@ connector_result_clear(struct connector_result *res)
 	memset(res, 0, sizeof(*res));
 }
 
-char *
-connector_reply_text(amqp_rpc_reply_t r, const char *what)
-{
-	struct buf b = { 0 };
-	int rc = 0;
-
-	switch (r.reply_type) {
-	case AMQP_RESPONSE_NORMAL:
-		rc = buf_printf(&b, "%s: ok", what);
-		break;
-	case AMQP_RESPONSE_NONE:
-		rc = buf_printf(&b, "%s: no reply from the broker", what);
-		break;
-	case AMQP_RESPONSE_LIBRARY_EXCEPTION:
-		rc = buf_printf(&b, "%s: %s", what, amqp_error_string2(r.library_error));
-		break;
-	case AMQP_RESPONSE_SERVER_EXCEPTION:
-		if (r.reply.id == AMQP_CONNECTION_CLOSE_METHOD) {
-			amqp_connection_close_t *m = r.reply.decoded;
-			rc = buf_printf(&b, "%s: broker closed the connection: %u %.*s",
-			    what, m->reply_code, (int)m->reply_text.len,
-			    (const char *)m->reply_text.bytes);
-		} else if (r.reply.id == AMQP_CHANNEL_CLOSE_METHOD) {
-			amqp_channel_close_t *m = r.reply.decoded;
-			rc = buf_printf(&b, "%s: broker closed the channel: %u %.*s",
-			    what, m->reply_code, (int)m->reply_text.len,
-			    (const char *)m->reply_text.bytes);
-		} else {
-			rc = buf_printf(&b, "%s: unexpected broker method 0x%08x",
-			    what, r.reply.id);
-		}
-		break;
-	}
-	if (rc < 0) {
-		buf_free(&b);
-		return strdup(what);
-	}
-	return buf_steal(&b, NULL);
-}
-
 static bool
 channel_closed(amqp_rpc_reply_t r, unsigned *code, char **text)
 {
@@ -244,7 +205,7 @@ declare_or_use(struct connector *c, amqp_connection_state_t conn,
 	*created = false;
 	*is_durable = durable;
 	if (amqp_channel_open(conn, CH_PROBE) == NULL) {
-		c->res.error = connector_reply_text(amqp_get_rpc_reply(conn), "channel.open");
+		c->res.error = rpcerr_text(amqp_get_rpc_reply(conn), "channel.open");
 		return -1;
 	}
 	amqp_queue_declare(conn, CH_PROBE, q, 1, 0, 0, 0, amqp_empty_table);
@@ -270,13 +231,13 @@ declare_or_use(struct connector *c, amqp_connection_state_t conn,
 			}
 			return 0;
 		} else {
-			c->res.error = connector_reply_text(r, "queue.declare");
+			c->res.error = rpcerr_text(r, "queue.declare");
 			return -1;
 		}
 	} else if (channel_closed(r, &code, NULL) && code == AMQP_NOT_FOUND) {
 		if (channel_close_ok(conn, CH_PROBE) != AMQP_STATUS_OK ||
 		    amqp_channel_open(conn, CH_PROBE) == NULL) {
-			c->res.error = connector_reply_text(amqp_get_rpc_reply(conn),
+			c->res.error = rpcerr_text(amqp_get_rpc_reply(conn),
 			    "channel.open");
 			return -1;
 		}
@@ -294,20 +255,20 @@ declare_or_use(struct connector *c, amqp_connection_state_t conn,
 		if (r.reply_type != AMQP_RESPONSE_NORMAL) {
 			char what[300];
 			snprintf(what, sizeof(what), "declaring queue '%s'", name);
-			c->res.error = connector_reply_text(r, what);
+			c->res.error = rpcerr_text(r, what);
 			return -1;
 		}
 		*created = true;
 	} else {
 		char what[300];
 		snprintf(what, sizeof(what), "checking queue '%s'", name);
-		c->res.error = connector_reply_text(r, what);
+		c->res.error = rpcerr_text(r, what);
 		return -1;
 	}
 	amqp_channel_close(conn, CH_PROBE, AMQP_REPLY_SUCCESS);
 	r = amqp_get_rpc_reply(conn);
 	if (r.reply_type != AMQP_RESPONSE_NORMAL) {
-		c->res.error = connector_reply_text(r, "channel.close");
+		c->res.error = rpcerr_text(r, "channel.close");
 		return -1;
 	}
 	return 0;
@@ -560,7 +521,7 @@ connector_run(struct connector *c, amqp_connection_state_t conn)
 		char what[300];
 		snprintf(what, sizeof(what), "login to vhost '%s' as '%s'",
 		    u->vhost, u->user);
-		c->res.error = connector_reply_text(r, what);
+		c->res.error = rpcerr_text(r, what);
 		return -1;
 	}
 	c->res.heartbeat = amqp_get_heartbeat(conn);
@@ -584,19 +545,19 @@ connector_run(struct connector *c, amqp_connection_state_t conn)
 	}
 
 	if (aborted(c) || amqp_channel_open(conn, CONNECTOR_CH_CONSUME) == NULL) {
-		c->res.error = connector_reply_text(amqp_get_rpc_reply(conn), "channel.open");
+		c->res.error = rpcerr_text(amqp_get_rpc_reply(conn), "channel.open");
 		return -1;
 	}
 	if (amqp_basic_qos(conn, CONNECTOR_CH_CONSUME, 0, (uint16_t)p->prefetch, 0) == NULL) {
-		c->res.error = connector_reply_text(amqp_get_rpc_reply(conn), "basic.qos");
+		c->res.error = rpcerr_text(amqp_get_rpc_reply(conn), "basic.qos");
 		return -1;
 	}
 	if (amqp_channel_open(conn, CONNECTOR_CH_PUBLISH) == NULL) {
-		c->res.error = connector_reply_text(amqp_get_rpc_reply(conn), "channel.open");
+		c->res.error = rpcerr_text(amqp_get_rpc_reply(conn), "channel.open");
 		return -1;
 	}
 	if (amqp_confirm_select(conn, CONNECTOR_CH_PUBLISH) == NULL) {
-		c->res.error = connector_reply_text(amqp_get_rpc_reply(conn), "confirm.select");
+		c->res.error = rpcerr_text(amqp_get_rpc_reply(conn), "confirm.select");
 		return -1;
 	}
 	/* Consume last: deliveries may follow at once, and the loop (not this
@@ -606,7 +567,7 @@ connector_run(struct connector *c, amqp_connection_state_t conn)
 	amqp_basic_consume_ok_t *ok = amqp_basic_consume(conn, CONNECTOR_CH_CONSUME,
 	    amqp_cstring_bytes(p->queue), amqp_empty_bytes, 0, 0, 0, amqp_empty_table);
 	if (ok == NULL) {
-		c->res.error = connector_reply_text(amqp_get_rpc_reply(conn), "basic.consume");
+		c->res.error = rpcerr_text(amqp_get_rpc_reply(conn), "basic.consume");
 		return -1;
 	}
 	c->res.consumer_tag = malloc(ok->consumer_tag.len + 1);

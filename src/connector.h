@@ -110,7 +110,5 @@ int connector_params_copy(struct connector_params *dst, const struct connector_p
 /* The node an attempt with p connects to. */
 const struct uri *connector_node(const struct connector_params *p);
 
-/* A rabbitmq-c RPC reply as one line of text (malloc'd). */
-char *connector_reply_text(amqp_rpc_reply_t r, const char *what);
 
 #endif

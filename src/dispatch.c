@@ -7,6 +7,7 @@
 #include <sys/random.h>
 #include <time.h>
 
+#include "cancels.h"
 #include "envelope.h"
 #include "handler.h"
 #include "log.h"
@@ -143,6 +144,7 @@ struct dispatch {
 	size_t nspare;
 	void (*idle)(void *ctx);
 	void *idle_ctx;
+	struct cancels *cancels;      /* ids to answer "cancelled"; may be NULL */
 	uint64_t rng[2];
 	struct dispatch_stats st;
 };
@@ -302,6 +304,8 @@ task_settle(struct task *t)
 		broker_ack(d->broker, t->dlv->gen, t->dlv->tag);
 		if (s == RESULT_OK)
 			d->st.ok++;
+		else if (s == RESULT_CANCELLED)
+			d->st.cancelled++;
 		else
 			d->st.failed++;
 	}
@@ -769,6 +773,16 @@ dispatch_on_delivery(void *ctx, struct broker_delivery *dlv)
 		task_reject(t, "payload_too_large", "the payload could not be buffered");
 		return;
 	}
+	if (d->cancels != NULL && cancels_has(d->cancels, t->env.task_id,
+	    strlen(t->env.task_id), ev_now(d->loop))) {
+		log_info("task %s (%s) answered cancelled on arrival: a cancel request "
+		    "named it", t->env.task_id, t->env.task ? t->env.task : "no name");
+		handler_fail(&t->call.out, RESULT_CANCELLED, "cancelled",
+		    "cancelled by request before it ran");
+		t->started = handler_clock();
+		task_answer(t);
+		return;
+	}
 	long before = envelope_deliveries(&t->env, dlv->redelivered);
 	if (before > 0)
 		stats_count(STATS_REDELIVERED);
@@ -876,6 +890,107 @@ task_route(struct task *t, const amqp_basic_properties_t *props)
 		return;
 	}
 	task_start(t);
+}
+
+void
+dispatch_set_cancels(struct dispatch *d, struct cancels *c)
+{
+	d->cancels = c;
+}
+
+/* Stops t (found by dispatch_cancel) and answers it.  Returns what it was. */
+static enum dispatch_cancel
+task_cancel(struct task *t)
+{
+	struct dispatch *d = t->d;
+	enum dispatch_cancel how = DISPATCH_CANCEL_QUEUED;
+
+	switch (t->state) {
+	case TASK_RUNNING:
+		/* As a deadline does it: for a CPU task the pool kills the
+		 * worker and starts another (pool.h). */
+		ev_timer_stop(d->loop, &t->deadline);
+		if (t->call.cancel != NULL) {
+			t->call.cancel(&t->call);
+			t->call.cancel = NULL;
+		}
+		task_leave_slot(t);
+		how = t->handler->kind == HANDLER_CPU ? DISPATCH_CANCEL_CPU :
+		    DISPATCH_CANCEL_IO;
+		break;
+	case TASK_WAITING:
+		fifo_remove(&d->waiting, t);
+		t->started = handler_clock();
+		break;
+	case TASK_HELD:
+		fifo_remove(&d->held, t);
+		t->started = handler_clock();
+		break;
+	case TASK_RETRY:
+		ev_timer_stop(d->loop, &t->deadline);
+		break;
+	default:
+		return DISPATCH_CANCEL_NONE;
+	}
+	log_info("task %s (%s) cancelled by request%s", t->env.task_id,
+	    t->env.task ? t->env.task : "no name",
+	    how == DISPATCH_CANCEL_CPU ? ": its worker was killed" :
+	    how == DISPATCH_CANCEL_IO ? " while running" : " before it ran");
+	handler_fail(&t->call.out, RESULT_CANCELLED, "cancelled",
+	    "cancelled by request");
+	task_answer(t);
+	return how;
+}
+
+enum dispatch_cancel
+dispatch_cancel(struct dispatch *d, const char *id, size_t len)
+{
+	enum dispatch_cancel found = DISPATCH_CANCEL_NONE;
+	bool again = true;
+
+	/* Answering a task may start or finish others (admission), so the
+	 * scan starts over after each one it stopped. */
+	while (again) {
+		again = false;
+		for (struct task *t = d->all.next; t != &d->all; t = t->next) {
+			if (t->env.task_id == NULL || strlen(t->env.task_id) != len ||
+			    memcmp(t->env.task_id, id, len) != 0)
+				continue;
+			if (t->state == TASK_PUBLISH || t->state == TASK_CONFIRM) {
+				if (found < DISPATCH_CANCEL_DONE)
+					found = DISPATCH_CANCEL_DONE;
+				continue;
+			}
+			enum dispatch_cancel how = task_cancel(t);
+			if (how == DISPATCH_CANCEL_NONE)
+				continue;
+			if (how > found)
+				found = how;
+			again = true;
+			break;
+		}
+	}
+	if (found >= DISPATCH_CANCEL_QUEUED)
+		dispatch_admit(d);
+	return found;
+}
+
+void
+dispatch_each_running(const struct dispatch *d,
+    void (*fn)(void *ctx, const struct dispatch_running *r), void *ctx)
+{
+	double now = handler_clock();
+	for (const struct task *t = d->all.next; t != &d->all; t = t->next) {
+		if (t->state != TASK_RUNNING || t->handler == NULL)
+			continue;
+		struct dispatch_running r = {
+			.id = t->env.task_id,
+			.task = t->env.task,
+			.cpu = t->handler->kind == HANDLER_CPU,
+			.seconds = now - t->started,
+		};
+		fn(ctx, &r);
+	}
 }
 
 /*

@@ -35,6 +35,7 @@ struct dispatch_stats {
 	uint64_t failed;      /* answered error or timeout */
 	uint64_t rejected;    /* answered "rejected" */
 	uint64_t requeued;    /* sent back to the queue */
+	uint64_t cancelled;   /* answered "cancelled" (dispatch_cancel) */
 	size_t io_running;
 	size_t cpu_running;
 	size_t io_waiting;    /* admitted, waiting for an I/O slot */
@@ -70,6 +71,41 @@ void dispatch_abandon(struct dispatch *d);
 void dispatch_resume(struct dispatch *d);
 
 void dispatch_stats(const struct dispatch *d, struct dispatch_stats *out);
+
+/* Cancel (design §8, docs/protocol.md).  What dispatch_cancel found of the
+ * id, the furthest along first: */
+enum dispatch_cancel {
+	DISPATCH_CANCEL_NONE,     /* no task of that id is here */
+	DISPATCH_CANCEL_DONE,     /* it had finished: its result is on its way */
+	DISPATCH_CANCEL_QUEUED,   /* it had not started (waiting for a slot,
+	                           * held, or between retries): now answered */
+	DISPATCH_CANCEL_IO,       /* it ran as an I/O task: its coroutine was
+	                           * cancelled, and it is answered */
+	DISPATCH_CANCEL_CPU,      /* it ran on a CPU worker: the worker was
+	                           * killed (the pool replaces it), and it is
+	                           * answered */
+};
+/* Stops every task here whose id is id[0..len) and answers it "cancelled"
+ * (error code "cancelled"); it is acked once that result is confirmed, and
+ * never retried.  A task running alone as a suspected crasher is left to
+ * run.  Returns what it found (the highest value over the tasks of that
+ * id, which a redelivery can make more than one). */
+enum dispatch_cancel dispatch_cancel(struct dispatch *d, const char *id, size_t len);
+/* A task that arrives with an id in c (at ev_now's wall-clock time) is
+ * answered "cancelled" without running.  c must outlive d; NULL = none. */
+struct cancels;
+void dispatch_set_cancels(struct dispatch *d, struct cancels *c);
+
+/* A running task, for status (valid during the callback only). */
+struct dispatch_running {
+	const char *id;
+	const char *task;
+	bool cpu;             /* on a CPU worker, else an I/O coroutine */
+	double seconds;       /* since its current attempt started */
+};
+/* Calls fn for every running task, in arrival order. */
+void dispatch_each_running(const struct dispatch *d,
+    void (*fn)(void *ctx, const struct dispatch_running *r), void *ctx);
 void dispatch_free(struct dispatch *d);
 
 #endif

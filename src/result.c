@@ -11,6 +11,7 @@ result_status_name(enum result_status s)
 	case RESULT_ERROR: return "error";
 	case RESULT_TIMEOUT: return "timeout";
 	case RESULT_REJECTED: return "rejected";
+	case RESULT_CANCELLED: return "cancelled";
 	}
 	return "error";
 }

@@ -25,9 +25,10 @@ enum result_status {
 	RESULT_ERROR,
 	RESULT_TIMEOUT,
 	RESULT_REJECTED,
+	RESULT_CANCELLED,   /* stopped by a cancel request (docs/protocol.md) */
 };
 
-/* "ok" | "error" | "timeout" | "rejected" */
+/* "ok" | "error" | "timeout" | "rejected" | "cancelled" */
 const char *result_status_name(enum result_status s);
 
 struct result_info {

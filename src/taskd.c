@@ -16,6 +16,7 @@
 #include "config.h"
 #include "broker.h"
 #include "connector.h"
+#include "control.h"
 #include "coro.h"
 #include "cpus.h"
 #include "fetch.h"
@@ -58,6 +59,7 @@ struct taskd {
 	struct dispatch *dispatch;
 	struct pool *pool;   /* the CPU workers */
 	char *node_id;       /* "host:pid" */
+	struct control *control;   /* fleet control (control.h) */
 	ev_signal sigterm, sigint, sighup;
 	ev_timer grace;
 	ev_timer finish;
@@ -638,6 +640,12 @@ taskd_reload_cb(struct ev_loop *loop, ev_signal *w, int revents)
 		log_info("cpu pool: %d workers, was %d (%s)", pp.size, ps.size, why);
 	pool_configure(t->pool, &pp);
 	taskd_metrics_reload(t, conf->metrics_listen);
+	if (t->control != NULL) {
+		struct control_params cp = { conf->control_exchange, conf->cancel_ttl,
+		    t->node_id };
+		if (control_reconfigure(t->control, &cp) < 0)
+			log_warn("out of memory: fleet control keeps its old settings");
+	}
 	registry_free(t->reg);
 	conf_free(t->conf);
 	t->conf = conf;
@@ -721,6 +729,10 @@ taskd_run(struct conf *conf, struct registry *reg)
 	}
 	dispatch_set_pool(t.dispatch, t.pool);
 	log_info("cpu pool: %d workers (%s)", pp.size, why);
+	struct control_params cp = { conf->control_exchange, conf->cancel_ttl, node_id };
+	t.control = control_new(t.loop, t.broker, t.dispatch, t.pool, &cp);
+	if (t.control == NULL)
+		log_error("out of memory: fleet control is off");
 
 	struct timespec now;
 	clock_gettime(CLOCK_REALTIME, &now);
@@ -776,6 +788,7 @@ taskd_run(struct conf *conf, struct registry *reg)
 	dispatch_stats(t.dispatch, &st);
 	metrics_free(t.metrics);
 	broker_stop(t.broker);
+	control_free(t.control);
 	dispatch_free(t.dispatch);
 	pool_free(t.pool);
 	broker_free(t.broker);

@@ -109,3 +109,29 @@ class Taskctl(TaskdTestCase):
         p = self.taskctl("bench", "--reply-to", self.reply_queue, "-n", "1")
         self.assertEqual(p.returncode, 1, repr(p))
         self.assertIn(b"--no-wait", p.stderr)
+
+    # connecting -----------------------------------------------------------------
+
+    def test_uri_list_tried_in_order(self):
+        """-u A,B: a node that refuses the connection is skipped for the
+        next; the messages say which one failed, never its password."""
+        dead = "amqp://guest:secret@127.0.0.1:1/%2f"
+        argv = [TASKCTL, "-u", dead + "," + broker_uri(), "-q", self.queue,
+                "submit", "echo", "two"]
+        p = subprocess.run(argv, capture_output=True, timeout=RUN_TIMEOUT)
+        self.assertEqual((p.returncode, p.stdout), (0, b"two"), repr(p))
+        self.assertIn(b"127.0.0.1:1", p.stderr)
+        self.assertNotIn(b"secret", p.stderr)
+
+    def test_uri_list_all_dead_exits_1(self):
+        dead = "amqp://guest:guest@127.0.0.1:1/%2f"
+        argv = [TASKCTL, "-u", dead + "," + dead, "-q", self.queue,
+                "submit", "echo", "x"]
+        p = subprocess.run(argv, capture_output=True, timeout=RUN_TIMEOUT)
+        self.assertEqual(p.returncode, 1, repr(p))
+        self.assertIn(b"none of the 2 brokers", p.stderr)
+
+    def test_cert_wants_key(self):
+        p = self.taskctl("--cert", "/nonexistent.pem", "submit", "echo", "x")
+        self.assertEqual(p.returncode, 1, repr(p))
+        self.assertIn(b"--cert and --key", p.stderr)
