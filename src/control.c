@@ -169,10 +169,15 @@ found_name(enum dispatch_cancel f)
 	return "not_here";
 }
 
-/* Applies a cancel: stops the tasks here, remembers the ids until the
- * request's time plus the TTL.  With reply, writes what was found. */
+/* Applies a cancel: remembers the ids until the request's time plus the
+ * TTL and, when live (from the node's own queue), stops the tasks here.
+ * The stream's copy of a request only remembers: it can come before the
+ * live copy, and a task it stopped would then be reported finished to
+ * the client waiting for the live answer.  With reply, writes what was
+ * found. */
 static int
-apply_cancel(struct control *c, const struct ctlreq *q, double stamp, struct buf *reply)
+apply_cancel(struct control *c, const struct ctlreq *q, double stamp, bool live,
+    struct buf *reply)
 {
 	double now = ev_now(c->loop);
 	/* A clock ahead of ours must not make an id live longer than asked. */
@@ -188,7 +193,8 @@ apply_cancel(struct control *c, const struct ctlreq *q, double stamp, struct buf
 		size_t n = strlen(id);
 		if (cancels_add(c->cancels, id, n, expires) < 0)
 			log_warn("out of memory: cancel of task %s not remembered", id);
-		enum dispatch_cancel f = dispatch_cancel(c->dispatch, id, n);
+		enum dispatch_cancel f = live ? dispatch_cancel(c->dispatch, id, n) :
+		    DISPATCH_CANCEL_NONE;
 		if (reply != NULL && ((i > 0 && buf_puts(reply, ",") < 0) ||
 		    buf_puts(reply, "{\"id\":") < 0 || json_str(reply, id) < 0 ||
 		    buf_printf(reply, ",\"found\":\"%s\"}", found_name(f)) < 0))
@@ -251,7 +257,7 @@ handle(struct control *c, struct rx *r, bool answer)
 		if (answer)
 			log_info("cancel request for %zu task id%s", q.nids, q.nids == 1 ? "" : "s");
 		bool reply = answer && r->has_reply_to;
-		rc = apply_cancel(c, &q, r->timestamp, reply ? &out : NULL) < 0 ? -1 :
+		rc = apply_cancel(c, &q, r->timestamp, answer, reply ? &out : NULL) < 0 ? -1 :
 		    reply ? 1 : 0;
 		ctlreq_free(&q);
 	}

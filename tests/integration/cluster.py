@@ -116,9 +116,15 @@ class Cluster:
         procs = []
         for i, (d, p) in enumerate(zip(self.dirs, self.ports)):
             env = self._env()
+            # A node frozen and thawed may come back to a partition (seen
+            # in CI after a SIGSTOP): autoheal restarts the losing side
+            # instead of leaving the cluster split for good.
+            extra = os.path.join(self.parent, "n%d.extra.conf" % i)
+            with open(extra, "w") as f:
+                f.write("cluster_partition_handling = autoheal\n")
+            env["RMQ_EXTRA_CONF"] = extra
             if self.tls:
-                extra = os.path.join(self.parent, "n%d.tls.conf" % i)
-                with open(extra, "w") as f:
+                with open(extra, "a") as f:
                     f.write("listeners.ssl.default = 127.0.0.1:%d\n"
                             "ssl_options.cacertfile = %s\n"
                             "ssl_options.certfile = %s\n"
@@ -127,7 +133,6 @@ class Cluster:
                             "ssl_options.fail_if_no_peer_cert = true\n"
                             % (p + self.TLS_OFFSET, self.tls["cacert"], self.tls["cert"],
                                self.tls["key"]))
-                env["RMQ_EXTRA_CONF"] = extra
             # In parallel: a node's boot is mostly waiting on itself.
             procs.append(subprocess.Popen([PRIVATE, "start", d, str(p)], env=env,
                                           stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
