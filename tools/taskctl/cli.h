@@ -18,7 +18,6 @@
 #define EXIT_OK 0
 #define EXIT_CLIENT 1   /* usage, connection, refusal, no answer in time */
 #define EXIT_TASK 2     /* a task's status was not "ok" */
-#define EXIT_NOT_RUNNING 3  /* cancel reached the fleet, but some id ran nowhere */
 
 /* Set by SIGINT/SIGTERM once cli_signals(true) installed the handler. */
 extern volatile sig_atomic_t cli_interrupted;
