@@ -34,7 +34,7 @@
 
 /* How often STATUS= is refreshed for `systemctl status`. */
 #define TASKD_STATUS_EVERY 5.0
-#define TASKD_QUIET_EVERY 2.0
+#define TASKD_TICK_EVERY 2.0
 /* Slack over the remaining grace when asking the manager for more time. */
 #define TASKD_STOP_SLACK 15.0
 
@@ -66,8 +66,8 @@ struct taskd {
 	ev_timer reconnect;  /* ends TASKD_SWITCHING, from the loop */
 	ev_timer status;     /* refreshes STATUS= (service manager only) */
 	ev_timer watchdog;   /* WATCHDOG=1 at half WATCHDOG_USEC */
-	ev_timer quiet;      /* every 2 s: the queue's depth, memory back when idle */
-	uint64_t quiet_seen; /* tasks settled at its last tick */
+	ev_timer tick;       /* every 2 s: the queue's depth, memory back when idle */
+	uint64_t tick_seen;  /* tasks settled at its last tick */
 	bool trimmed;        /* since the node last had work */
 	bool ready;          /* READY=1 sent */
 	bool connected_once; /* a later connection is a reconnect */
@@ -253,19 +253,13 @@ taskd_status_cb(struct ev_loop *loop, ev_timer *w, int revents)
  * nothing settled since the one before.
  */
 static void
-taskd_quiet_cb(struct ev_loop *loop, ev_timer *w, int revents)
+taskd_trim_if_idle(struct taskd *t)
 {
-	(void)loop;
-	(void)revents;
-	struct taskd *t = w->data;
-	/* The queue's depth for /metrics, fresh at every tick. */
-	if (t->metrics != NULL)
-		(void)broker_probe_queue(t->broker);
 	struct dispatch_stats st;
 	dispatch_stats(t->dispatch, &st);
 	uint64_t settled = st.ok + st.failed + st.rejected + st.requeued;
-	bool idle = st.in_flight == 0 && settled == t->quiet_seen;
-	t->quiet_seen = settled;
+	bool idle = st.in_flight == 0 && settled == t->tick_seen;
+	t->tick_seen = settled;
 	if (!idle) {
 		t->trimmed = false;
 		return;
@@ -275,6 +269,18 @@ taskd_quiet_cb(struct ev_loop *loop, ev_timer *w, int revents)
 	t->trimmed = true;
 	coro_trim();
 	(void)malloc_trim(0);
+}
+
+static void
+taskd_tick_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+	(void)loop;
+	(void)revents;
+	struct taskd *t = w->data;
+	/* The queue's depth for /metrics, fresh at every tick. */
+	if (t->metrics != NULL)
+		(void)broker_probe_queue(t->broker);
+	taskd_trim_if_idle(t);
 }
 
 static void
@@ -757,9 +763,9 @@ taskd_run(struct conf *conf, struct registry *reg)
 	ev_timer_init(&t.status, taskd_status_cb, TASKD_STATUS_EVERY, TASKD_STATUS_EVERY);
 	ev_timer_init(&t.watchdog, taskd_watchdog_cb, 0.0, notify_watchdog_usec() / 2e6);
 	t.sigterm.data = t.sigint.data = t.sighup.data = t.grace.data = &t;
-	ev_timer_init(&t.quiet, taskd_quiet_cb, TASKD_QUIET_EVERY, TASKD_QUIET_EVERY);
-	t.status.data = t.watchdog.data = t.quiet.data = &t;
-	ev_timer_start(t.loop, &t.quiet);
+	ev_timer_init(&t.tick, taskd_tick_cb, TASKD_TICK_EVERY, TASKD_TICK_EVERY);
+	t.status.data = t.watchdog.data = t.tick.data = &t;
+	ev_timer_start(t.loop, &t.tick);
 	if (notify_enabled())
 		ev_timer_start(t.loop, &t.status);
 	if (notify_watchdog_usec() > 0)
@@ -803,7 +809,7 @@ taskd_run(struct conf *conf, struct registry *reg)
 	ev_timer_stop(t.loop, &t.reconnect);
 	ev_timer_stop(t.loop, &t.status);
 	ev_timer_stop(t.loop, &t.watchdog);
-	ev_timer_stop(t.loop, &t.quiet);
+	ev_timer_stop(t.loop, &t.tick);
 	ev_signal_stop(t.loop, &t.sigterm);
 	ev_signal_stop(t.loop, &t.sigint);
 	ev_signal_stop(t.loop, &t.sighup);
