@@ -11,8 +11,9 @@
 
 #include "config.h"
 #include "buf.h"
-#include "cancels.h"
+#include "idset.h"
 #include "ctlreq.h"
+#include "failovers.h"
 #include "log.h"
 #include "pool.h"
 
@@ -23,6 +24,11 @@
 /* How many cancelled ids a node remembers at most (a flood of cancels
  * must not eat the node's memory): each costs its id and ~40 bytes. */
 #define CANCELS_MAX 100000
+/* Deliveries ended by failovers remembered at most (a node has at most
+ * its prefetch in flight at a failover; a fleet's worth fits). */
+#define FAILOVERS_MAX 200000
+/* Retry of a report the connection could not take at once. */
+#define REPORT_RETRY 0.2
 #define EXPIRE_EVERY 60.0
 #define LOG_SEGMENT_BYTES 4000000
 /* Times the live channel is opened again after the broker closed it, per
@@ -57,8 +63,10 @@ struct control {
 	char *exchange, *node, *queue, *stream;
 	double ttl;
 	double started;       /* ev_now at start, for uptime */
-	struct cancels *cancels;
+	struct idset *cancels;
+	struct failovers *failovers;
 	ev_timer expire;
+	ev_timer report;      /* retries telling the fleet of our failovers */
 	struct rx live, log;
 	enum log_step log_step;
 	bool live_up, log_up; /* the channel is open on this connection */
@@ -148,12 +156,12 @@ status_body(struct control *c, struct buf *b)
 	    ",\"killed\":%" PRIu64 "},"
 	    "\"totals\":{\"ok\":%" PRIu64 ",\"failed\":%" PRIu64 ",\"rejected\":%" PRIu64
 	    ",\"cancelled\":%" PRIu64 ",\"requeued\":%" PRIu64 "},"
-	    "\"cancels_remembered\":%zu}",
+	    "\"cancels_remembered\":%zu,\"failovers_remembered\":%zu}",
 	    st.io_running, st.cpu_running, st.in_flight,
 	    ps.size, ps.alive, ps.busy, idle > 0 ? idle : 0, ps.backlog,
 	    ps.spawned, ps.crashed, ps.recycled, ps.killed,
 	    st.ok, st.failed, st.rejected, st.cancelled, st.requeued,
-	    cancels_count(c->cancels));
+	    idset_count(c->cancels), failovers_count(c->failovers));
 }
 
 static const char *
@@ -191,7 +199,7 @@ apply_cancel(struct control *c, const struct ctlreq *q, double stamp, bool live,
 	for (size_t i = 0; i < q->nids; i++) {
 		const char *id = q->ids[i];
 		size_t n = strlen(id);
-		if (cancels_add(c->cancels, id, n, expires) < 0)
+		if (idset_add(c->cancels, id, n, expires) < 0)
 			log_warn("out of memory: cancel of task %s not remembered", id);
 		enum dispatch_cancel f = live ? dispatch_cancel(c->dispatch, id, n) :
 		    DISPATCH_CANCEL_NONE;
@@ -201,6 +209,88 @@ apply_cancel(struct control *c, const struct ctlreq *q, double stamp, bool live,
 			return -1;
 	}
 	return reply == NULL ? 0 : buf_puts(reply, "]}");
+}
+
+/* Another node's (or our own) failover: its deliveries do not count.
+ * Nothing is answered. */
+static void
+apply_failover(struct control *c, const struct ctlreq *q, double stamp)
+{
+	double now = ev_now(c->loop);
+	double expires = (stamp > 0 && stamp < now ? stamp : now) + c->ttl;
+	if (expires <= now)
+		return;
+	for (size_t i = 0; i < q->nids; i++)
+		if (failovers_add(c->failovers, q->ids[i], strlen(q->ids[i]), q->before,
+		    expires) < 0) {
+			log_warn("out of memory: a failover of %zu tasks will count as "
+			    "deliveries", q->nids - i);
+			break;
+		}
+	dispatch_failovers_heard(c->dispatch);
+}
+
+/* Tells the fleet (this node included: it hears its own, harmlessly) of
+ * the deliveries that ended in our failovers, a report per count. */
+static void
+report_failovers(struct control *c)
+{
+	struct failovers_report r;
+	size_t told = 0;
+	ev_timer_stop(c->loop, &c->report);
+	if (!c->live_up)
+		return;
+	while (failovers_take(c->failovers, CTLREQ_MAX_IDS, &r)) {
+		struct buf b = { 0 };
+		int rc = buf_puts(&b, "{\"ids\":[");
+		for (size_t i = 0; i < r.n && rc == 0; i++)
+			rc = (i > 0 && buf_puts(&b, ",") < 0) || json_str(&b, r.ids[i]) < 0 ? -1 : 0;
+		if (rc == 0)
+			rc = buf_printf(&b, "],\"before\":%ld}", r.before);
+		if (rc == 0) {
+			amqp_basic_properties_t p;
+			memset(&p, 0, sizeof(p));
+			p._flags = AMQP_BASIC_CONTENT_TYPE_FLAG | AMQP_BASIC_TYPE_FLAG |
+			    AMQP_BASIC_APP_ID_FLAG | AMQP_BASIC_TIMESTAMP_FLAG;
+			p.content_type = amqp_cstring_bytes("application/json");
+			p.type = amqp_cstring_bytes("failover");
+			p.app_id = amqp_cstring_bytes("taskd");
+			p.timestamp = (uint64_t)ev_now(c->loop);
+			rc = broker_side_publish(c->broker, CH_LIVE, c->exchange, "", &p,
+			    b.data, b.len);
+		}
+		buf_free(&b);
+		if (rc == BROKER_AGAIN) {
+			/* Back in the outbox, for the retry. */
+			double expires = ev_now(c->loop) + c->ttl;
+			for (size_t i = 0; i < r.n; i++)
+				(void)failovers_lost(c->failovers, r.ids[i], strlen(r.ids[i]),
+				    r.before, expires);
+			failovers_report_free(&r);
+			ev_timer_start(c->loop, &c->report);
+			break;
+		}
+		if (rc != 0) {
+			log_warn("the failover of %zu tasks could not be told to the fleet: "
+			    "their deliveries count", r.n);
+			failovers_report_free(&r);
+			break;
+		}
+		told += r.n;
+		failovers_report_free(&r);
+	}
+	if (told > 0)
+		log_info("told the fleet of %zu task%s whose delivery ended with the lost "
+		    "connection (not counted against limits.max_deliveries)", told,
+		    told == 1 ? "" : "s");
+}
+
+static void
+report_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+	(void)loop;
+	(void)revents;
+	report_failovers(w->data);
 }
 
 static void
@@ -249,6 +339,9 @@ handle(struct control *c, struct rx *r, bool answer)
 			rc = buf_puts(&out, "{\"node\":") < 0 || json_str(&out, c->node) < 0 ||
 			    buf_puts(&out, ",\"error\":") < 0 || json_str(&out, err) < 0 ||
 			    buf_puts(&out, "}") < 0 ? -1 : 1;
+	} else if (q.kind == CTLREQ_FAILOVER) {
+		apply_failover(c, &q, r->timestamp);
+		ctlreq_free(&q);
 	} else if (q.kind == CTLREQ_STATUS) {
 		if (answer && r->has_reply_to)
 			rc = status_body(c, &out) < 0 ? -1 : 1;
@@ -322,10 +415,15 @@ live_start(struct control *c)
 		.auto_delete = 1,
 		.arguments = amqp_empty_table,
 	};
-	if (open_channel(c, CH_LIVE) != 0 ||
-	    send_m(c, CH_LIVE, AMQP_QUEUE_DECLARE_METHOD, &q) != 0)
+	if (open_channel(c, CH_LIVE) != 0)
 		return -1;
+	/* The news of our failover first, before anything on this channel
+	 * the broker could refuse (a refusal closes the channel, and what
+	 * was published after it on the channel is dropped). */
 	c->live_up = true;
+	report_failovers(c);
+	if (send_m(c, CH_LIVE, AMQP_QUEUE_DECLARE_METHOD, &q) != 0)
+		return -1;
 	return bind_and_consume(c, CH_LIVE, c->queue, false, amqp_empty_table);
 }
 
@@ -371,6 +469,8 @@ log_start(struct control *c)
 	return bind_and_consume(c, CH_LOG, c->stream, true, (amqp_table_t){ 1, &carg });
 }
 
+static int name_queue(struct control *c);
+
 static void
 control_up(void *ctx)
 {
@@ -382,6 +482,10 @@ control_up(void *ctx)
 	if (c->exchange[0] == '\0')
 		return;
 	c->log_step = LOG_DECLARE;
+	if (name_queue(c) < 0) {
+		log_warn("out of memory: fleet control is off until the next connection");
+		return;
+	}
 	if (live_start(c) != 0)
 		return;
 	(void)log_start(c);
@@ -534,7 +638,8 @@ expire_cb(struct ev_loop *loop, ev_timer *w, int revents)
 {
 	(void)revents;
 	struct control *c = w->data;
-	cancels_expire(c->cancels, ev_now(loop));
+	idset_expire(c->cancels, ev_now(loop));
+	failovers_expire(c->failovers, ev_now(loop));
 }
 
 static const struct broker_side_ops control_side_ops = {
@@ -542,33 +647,46 @@ static const struct broker_side_ops control_side_ops = {
 	.frame = control_frame,
 };
 
+/* The node's queue gets a name of its own on every connection: unique
+ * even when two nodes share a host name and pid (containers), and not the
+ * old connection's, whose exclusive queue may outlive it for a while (a
+ * frozen node keeps it until it notices the connection is gone). */
+static int
+name_queue(struct control *c)
+{
+	unsigned char r[4] = { 0 };
+	if (getrandom(r, sizeof(r), GRND_NONBLOCK) != (ssize_t)sizeof(r))
+		memset(r, 0, sizeof(r));
+	struct buf q = { 0 };
+	if (buf_printf(&q, "%s.node.%s.%02x%02x%02x%02x", c->exchange, c->node,
+	    r[0], r[1], r[2], r[3]) < 0) {
+		buf_free(&q);
+		return -1;
+	}
+	free(c->queue);
+	c->queue = buf_steal(&q, NULL);
+	return 0;
+}
+
 static int
 set_names(struct control *c, const struct control_params *p)
 {
-	unsigned char r[4] = { 0 };
-	/* Unique per process even when two nodes share a host name and pid
-	 * (containers): the queue is exclusive, a clash would close it. */
-	if (getrandom(r, sizeof(r), GRND_NONBLOCK) != (ssize_t)sizeof(r))
-		memset(r, 0, sizeof(r));
 	char *x = strdup(p->exchange), *n = strdup(p->node);
-	struct buf q = { 0 }, s = { 0 };
-	if (x == NULL || n == NULL ||
-	    buf_printf(&q, "%s.node.%s.%02x%02x%02x%02x", p->exchange, p->node,
-	    r[0], r[1], r[2], r[3]) < 0 || buf_printf(&s, "%s.log", p->exchange) < 0) {
+	struct buf s = { 0 };
+	if (x == NULL || n == NULL || buf_printf(&s, "%s.log", p->exchange) < 0) {
 		free(x);
 		free(n);
-		buf_free(&q);
 		buf_free(&s);
 		return -1;
 	}
 	free(c->exchange);
 	free(c->node);
-	free(c->queue);
 	free(c->stream);
 	c->exchange = x;
 	c->node = n;
-	c->queue = buf_steal(&q, NULL);
 	c->stream = buf_steal(&s, NULL);
+	if (name_queue(c) < 0)
+		return -1;
 	c->ttl = p->cancel_ttl;
 	return 0;
 }
@@ -585,15 +703,19 @@ control_new(struct ev_loop *loop, struct broker *b, struct dispatch *d,
 	c->dispatch = d;
 	c->pool = pool;
 	c->started = ev_now(loop);
-	c->cancels = cancels_new(CANCELS_MAX);
-	if (c->cancels == NULL || set_names(c, params) < 0) {
+	c->cancels = idset_new(CANCELS_MAX);
+	c->failovers = failovers_new(FAILOVERS_MAX);
+	if (c->cancels == NULL || c->failovers == NULL || set_names(c, params) < 0) {
 		control_free(c);
 		return NULL;
 	}
 	ev_timer_init(&c->expire, expire_cb, EXPIRE_EVERY, EXPIRE_EVERY);
 	c->expire.data = c;
 	ev_timer_start(loop, &c->expire);
+	ev_timer_init(&c->report, report_cb, REPORT_RETRY, 0.0);
+	c->report.data = c;
 	dispatch_set_cancels(d, c->cancels);
+	dispatch_set_failovers(d, c->exchange[0] != '\0' ? c->failovers : NULL, c->ttl);
 	broker_set_side(b, &control_side_ops, c);
 	return c;
 }
@@ -601,7 +723,11 @@ control_new(struct ev_loop *loop, struct broker *b, struct dispatch *d,
 int
 control_reconfigure(struct control *c, const struct control_params *params)
 {
-	return set_names(c, params);
+	if (set_names(c, params) < 0)
+		return -1;
+	dispatch_set_failovers(c->dispatch, c->exchange[0] != '\0' ? c->failovers : NULL,
+	    c->ttl);
+	return 0;
 }
 
 void
@@ -613,8 +739,12 @@ control_free(struct control *c)
 		broker_set_side(c->broker, NULL, NULL);
 	if (c->dispatch != NULL)
 		dispatch_set_cancels(c->dispatch, NULL);
+	if (c->dispatch != NULL)
+		dispatch_set_failovers(c->dispatch, NULL, 0);
 	ev_timer_stop(c->loop, &c->expire);
-	cancels_free(c->cancels);
+	ev_timer_stop(c->loop, &c->report);
+	idset_free(c->cancels);
+	failovers_free(c->failovers);
 	rx_free(&c->live);
 	rx_free(&c->log);
 	free(c->exchange);

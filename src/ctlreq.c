@@ -27,7 +27,8 @@ same(const char *p, size_t n, const char *s)
 }
 
 static int
-parse_ids(struct ctlreq *r, const void *body, size_t len, char *err, size_t errlen)
+parse_ids(struct ctlreq *r, const void *body, size_t len, bool before, char *err,
+    size_t errlen)
 {
 	if (len > CTLREQ_MAX_BODY)
 		return fail(r, err, errlen, "the body is %zu bytes, more than %d", len,
@@ -42,6 +43,16 @@ parse_ids(struct ctlreq *r, const void *body, size_t len, char *err, size_t errl
 		json_decref(root);
 		return fail(r, err, errlen, "the body must be {\"ids\": [...]} with 1 to %d "
 		    "task ids", CTLREQ_MAX_IDS);
+	}
+	if (before) {
+		json_t *b = json_object_get(root, "before");
+		json_int_t v = json_is_integer(b) ? json_integer_value(b) : -1;
+		if (v < 0 || v > CTLREQ_MAX_BEFORE) {
+			json_decref(root);
+			return fail(r, err, errlen, "\"before\" must be an integer from 0 to %ld",
+			    CTLREQ_MAX_BEFORE);
+		}
+		r->before = (long)v;
 	}
 	r->ids = calloc(n, sizeof(*r->ids));
 	if (r->ids == NULL) {
@@ -81,9 +92,14 @@ ctlreq_parse(const char *type, size_t type_len, const void *body, size_t len,
 	}
 	if (same(type, type_len, "cancel")) {
 		r->kind = CTLREQ_CANCEL;
-		return parse_ids(r, body, len, err, errlen);
+		return parse_ids(r, body, len, false, err, errlen);
 	}
-	return fail(r, err, errlen, "unknown request type (status and cancel are known)");
+	if (same(type, type_len, "failover")) {
+		r->kind = CTLREQ_FAILOVER;
+		return parse_ids(r, body, len, true, err, errlen);
+	}
+	return fail(r, err, errlen, "unknown request type (status, cancel and failover "
+	    "are known)");
 }
 
 void

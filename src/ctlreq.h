@@ -7,6 +7,10 @@
  *   type "cancel"   body {"ids": ["TASK_ID", ...]}: 1 to CTLREQ_MAX_IDS
  *                   ids, each a non-empty string of at most
  *                   CTLREQ_MAX_ID_LEN bytes (an AMQP message_id's bound)
+ *   type "failover" body {"ids": [...], "before": N}: a node tells the
+ *                   fleet that these tasks' deliveries (each with N
+ *                   earlier ones) ended in its failover, not a crash
+ *                   (failovers.h); N an integer 0 to CTLREQ_MAX_BEFORE
  */
 #ifndef TASKD_CTLREQ_H
 #define TASKD_CTLREQ_H
@@ -15,18 +19,21 @@
 
 #define CTLREQ_MAX_IDS 1000
 #define CTLREQ_MAX_ID_LEN 255
+#define CTLREQ_MAX_BEFORE 1000000000L
 /* A request body above this is refused unread. */
 #define CTLREQ_MAX_BODY (CTLREQ_MAX_IDS * (CTLREQ_MAX_ID_LEN + 8) + 64)
 
 enum ctlreq_kind {
 	CTLREQ_STATUS,
 	CTLREQ_CANCEL,
+	CTLREQ_FAILOVER,
 };
 
 struct ctlreq {
 	enum ctlreq_kind kind;
-	char **ids;        /* with CANCEL: nids NUL-terminated copies */
+	char **ids;        /* CANCEL, FAILOVER: nids NUL-terminated copies */
 	size_t nids;
+	long before;       /* FAILOVER */
 };
 
 /* Parses a request of type type[0..type_len) with body[0..len).  Returns 0

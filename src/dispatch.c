@@ -7,7 +7,8 @@
 #include <sys/random.h>
 #include <time.h>
 
-#include "cancels.h"
+#include "failovers.h"
+#include "idset.h"
 #include "envelope.h"
 #include "handler.h"
 #include "log.h"
@@ -28,6 +29,8 @@ enum task_state {
 	                 * (dispatch_isolate) */
 	TASK_STASHED,   /* arrived while a cancel waits for a full window
 	                 * (dispatch_quiet): routed once it is sent */
+	TASK_VETTING,   /* delivered before: waits a little for news that an
+	                 * earlier delivery ended in a failover (task_vet) */
 };
 
 /* Running a suspect alone (suspect.h): the consumer is cancelled, late
@@ -57,8 +60,9 @@ struct task {
 	const struct handler *handler;
 	struct handler_args *args;    /* our reference: survives a reload */
 	struct recount *recount;      /* NULL unless the task goes back as a copy */
-	struct recount *kept;         /* TASK_STASHED: its copy, made while the
-	                               * delivery's properties were there */
+	struct recount *kept;         /* TASK_STASHED, TASK_VETTING: its copy,
+	                               * made while the delivery's properties
+	                               * were there */
 	double timeout;
 	int retries;
 	int attempt;
@@ -66,7 +70,11 @@ struct task {
 	double started;
 	double published;             /* its result, for the confirm latency */
 	struct stats_task *row;       /* counted there; NULL: as unknown */
-	long before;                  /* earlier deliveries */
+	long before;                  /* earlier deliveries (copies carry it) */
+	long counted;                 /* of them, not ended by a failover: what
+	                               * limits.max_deliveries and the suspect
+	                               * windows go by */
+	double vet_until;             /* TASK_VETTING: ev_now when it goes on */
 	bool alone;                   /* runs alone: its end is logged */
 	/* One timer per task, for whichever wait its state has: the deadline
 	 * while RUNNING, the backoff while RETRY, the pause after a nack. */
@@ -144,7 +152,11 @@ struct dispatch {
 	size_t nspare;
 	void (*idle)(void *ctx);
 	void *idle_ctx;
-	struct cancels *cancels;      /* ids to answer "cancelled"; may be NULL */
+	struct idset *cancels;        /* ids to answer "cancelled"; may be NULL */
+	struct failovers *failovers;  /* deliveries ended by failovers; may be NULL */
+	double failover_ttl;          /* how long the fleet remembers ours */
+	struct fifo vetting;          /* TASK_VETTING, in delivery order */
+	ev_timer vet;                 /* the first of them goes on */
 	uint64_t rng[2];
 	struct dispatch_stats st;
 };
@@ -163,6 +175,9 @@ static void dispatch_widen(struct dispatch *d);
 static void task_hand_back(struct task *t, const amqp_basic_properties_t *props,
     long before);
 static void task_route(struct task *t, const amqp_basic_properties_t *props);
+static void task_recount_failovers(struct task *t);
+static bool task_vet(struct task *t, const amqp_basic_properties_t *props);
+static void task_admit(struct task *t, const amqp_basic_properties_t *props);
 static void dispatch_quiet(struct dispatch *d);
 static void dispatch_quiet_check(struct dispatch *d);
 
@@ -773,7 +788,7 @@ dispatch_on_delivery(void *ctx, struct broker_delivery *dlv)
 		task_reject(t, "payload_too_large", "the payload could not be buffered");
 		return;
 	}
-	if (d->cancels != NULL && cancels_has(d->cancels, t->env.task_id,
+	if (d->cancels != NULL && idset_has(d->cancels, t->env.task_id,
 	    strlen(t->env.task_id), ev_now(d->loop))) {
 		log_info("task %s (%s) answered cancelled on arrival: a cancel request "
 		    "named it", t->env.task_id, t->env.task ? t->env.task : "no name");
@@ -783,35 +798,144 @@ dispatch_on_delivery(void *ctx, struct broker_delivery *dlv)
 		task_answer(t);
 		return;
 	}
-	long before = envelope_deliveries(&t->env, dlv->redelivered);
-	if (before > 0)
+	t->before = envelope_deliveries(&t->env, dlv->redelivered);
+	if (t->before > 0)
 		stats_count(STATS_REDELIVERED);
+	task_recount_failovers(t);
+	if (task_vet(t, dlv->props))
+		return;
+	task_admit(t, dlv->props);
+}
+
+/* How many of the task's earlier deliveries count against the limit: not
+ * those that ended in a failover (failovers.h), at most max_deliveries of
+ * which are excused. */
+static void
+task_recount_failovers(struct task *t)
+{
+	struct dispatch *d = t->d;
+	long excused = 0;
+	if (d->failovers != NULL && t->before > 0 && t->env.id_given)
+		excused = failovers_discount(d->failovers, t->env.task_id,
+		    strlen(t->env.task_id), t->before, d->conf->max_deliveries,
+		    ev_now(d->loop));
+	t->counted = t->before - excused;
+}
+
+/*
+ * A task delivered before comes back at once when the taskd that had it
+ * loses its connection, often before that taskd, connected again, has
+ * told the fleet (failovers.h).  One whose count would matter (it would
+ * be rejected, or run with less company) waits up to DISPATCH_VET_WAIT for
+ * that news before it is counted; a crash costs its redelivery that wait.
+ * props are the delivery's: the copy it may need is made now.
+ */
+static bool
+task_vet(struct task *t, const amqp_basic_properties_t *props)
+{
+	struct dispatch *d = t->d;
+	if (d->failovers == NULL || d->conf->max_deliveries <= 0 || t->counted == 0 ||
+	    !t->env.id_given)
+		return false;
+	if (t->dlv->len <= dispatch_max_message(d))
+		t->kept = recount_new(d, props, t->before);
+	t->vet_until = ev_now(d->loop) + DISPATCH_VET_WAIT;
+	t->state = TASK_VETTING;
+	fifo_push(&d->vetting, t);
+	if (!ev_is_active(&d->vet)) {
+		ev_timer_set(&d->vet, DISPATCH_VET_WAIT, 0.0);
+		ev_timer_start(d->loop, &d->vet);
+	}
+	return true;
+}
+
+/* Vetting tasks whose wait is over, or all of them (news came: each is
+ * counted again, and the first in line goes on first). */
+static void
+dispatch_vetted(struct dispatch *d, bool all)
+{
+	double now = ev_now(d->loop);
+	struct task *t;
+	ev_timer_stop(d->loop, &d->vet);
+	while ((t = d->vetting.head) != NULL) {
+		if (!all && t->vet_until > now) {
+			ev_timer_set(&d->vet, t->vet_until - now, 0.0);
+			ev_timer_start(d->loop, &d->vet);
+			break;
+		}
+		fifo_pop(&d->vetting);
+		task_recount_failovers(t);
+		task_admit(t, NULL);
+	}
+}
+
+static void
+dispatch_vet_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+	(void)loop;
+	(void)revents;
+	dispatch_vetted(w->data, false);
+}
+
+void
+dispatch_failovers_heard(struct dispatch *d)
+{
+	/* The tasks the news cleared go on now, in delivery order; the rest
+	 * wait on (news of their own failover may still come). */
+	struct fifo cleared = { 0 }, still = { 0 };
+	struct task *t;
+	while ((t = fifo_pop(&d->vetting)) != NULL) {
+		long was = t->counted;
+		task_recount_failovers(t);
+		if (t->counted < was)
+			t->vet_until = 0;
+		fifo_push(t->counted < was ? &cleared : &still, t);
+	}
+	while ((t = fifo_pop(&still)) != NULL)
+		fifo_push(&cleared, t);
+	d->vetting = cleared;
+	if (d->vetting.head != NULL && d->vetting.head->vet_until == 0)
+		dispatch_vetted(d, false);
+}
+
+/* A parsed delivery, counted: rejected past the limit, stashed during a
+ * quiet cancel, else routed.  props are the delivery's, or NULL when it
+ * waited (its copy is t->kept). */
+static void
+task_admit(struct task *t, const amqp_basic_properties_t *props)
+{
+	struct dispatch *d = t->d;
+	struct broker_delivery *dlv = t->dlv;
+	long before = t->counted;
 	int max = d->conf->max_deliveries;
 	if (max > 0 && before >= max) {
 		stats_count(STATS_DELIVERY_LIMIT);
 		/* It ran (or was handed out) max times and never got settled:
 		 * most likely it takes taskd down with it.  Rejected without
 		 * requeue, so a dead-letter policy keeps it for a human. */
-		char m[240];
+		char m[300];
+		char excused[64] = "";
+		if (t->before > before)
+			snprintf(excused, sizeof(excused), ", %ld more ended in failovers",
+			    t->before - before);
 		snprintf(m, sizeof(m), "delivered %ld times, more than limits.max_deliveries "
 		    "(%d): it never finished (does it crash taskd?) [x-taskd-deliveries %ld, "
-		    "x-delivery-count %ld%s]", before + 1, max, t->env.taskd_count,
-		    t->env.broker_count, dlv->redelivered ? ", redelivered" : "");
+		    "x-delivery-count %ld%s%s]", before + 1, max, t->env.taskd_count,
+		    t->env.broker_count, dlv->redelivered ? ", redelivered" : "", excused);
 		task_reject(t, "delivery_limit", m);
 		return;
 	}
-	t->before = before;
 	if (d->quieting) {
 		/* Its properties go with this callback: keep the copy it may
 		 * need, whichever way it is routed. */
-		if (dlv->len <= dispatch_max_message(d))
-			t->kept = recount_new(d, dlv->props, before);
+		if (props != NULL && dlv->len <= dispatch_max_message(d))
+			t->kept = recount_new(d, props, t->before);
 		t->state = TASK_STASHED;
 		fifo_push(&d->stash, t);
 		dispatch_quiet_check(d);
 		return;
 	}
-	task_route(t, dlv->props);
+	task_route(t, props);
 }
 
 /* Where a parsed delivery within the limit goes: back to the queue, to
@@ -822,7 +946,7 @@ task_route(struct task *t, const amqp_basic_properties_t *props)
 {
 	struct dispatch *d = t->d;
 	struct broker_delivery *dlv = t->dlv;
-	long before = t->before;
+	long before = t->counted;
 	int max = d->conf->max_deliveries;
 	const struct registry_entry *e = registry_find(d->reg, t->env.task);
 	if (e == NULL) {
@@ -840,7 +964,7 @@ task_route(struct task *t, const amqp_basic_properties_t *props)
 	if (max > 0 && dlv->redelivered && !(d->conf->queue_type == CONF_QUEUE_QUORUM &&
 	    t->env.broker_count >= 0)) {
 		if (dlv->len <= dispatch_max_message(d)) {
-			if (task_send_back(t, props, before) < 0) {
+			if (task_send_back(t, props, t->before) < 0) {
 				log_error("out of memory: task sent back to the queue");
 				task_requeue(t);
 			}
@@ -854,7 +978,7 @@ task_route(struct task *t, const amqp_basic_properties_t *props)
 		 * suspect runs, nor pay for it. */
 		if (d->cancel_seen)
 			d->stragglers++;
-		task_hand_back(t, props, before);
+		task_hand_back(t, props, t->before);
 		return;
 	}
 	t->handler = e->handler;
@@ -893,9 +1017,17 @@ task_route(struct task *t, const amqp_basic_properties_t *props)
 }
 
 void
-dispatch_set_cancels(struct dispatch *d, struct cancels *c)
+dispatch_set_cancels(struct dispatch *d, struct idset *c)
 {
 	d->cancels = c;
+}
+
+void
+dispatch_set_failovers(struct dispatch *d, struct failovers *f, double ttl)
+{
+	/* Tasks vetting now wait out their time, then count in full. */
+	d->failovers = f;
+	d->failover_ttl = ttl;
 }
 
 /* Stops t (found by dispatch_cancel) and answers it.  Returns what it was. */
@@ -924,6 +1056,10 @@ task_cancel(struct task *t)
 		break;
 	case TASK_HELD:
 		fifo_remove(&d->held, t);
+		t->started = handler_clock();
+		break;
+	case TASK_VETTING:
+		fifo_remove(&d->vetting, t);
 		t->started = handler_clock();
 		break;
 	case TASK_RETRY:
@@ -1039,8 +1175,8 @@ dispatch_isolate(struct dispatch *d, struct task *t, const amqp_basic_properties
 	t->alone = true;
 	log_warn("task %s (%s), delivered %ld time%s before%s, may be what crashed taskd: "
 	    "running it alone once the %zu others in flight are done (taking no new tasks)",
-	    t->env.task_id, t->env.task, t->before, t->before == 1 ? "" : "s",
-	    suspect_last(&d->caution, t->before) ? " (its last allowed delivery)" : "",
+	    t->env.task_id, t->env.task, t->counted, t->counted == 1 ? "" : "s",
+	    suspect_last(&d->caution, t->counted) ? " (its last allowed delivery)" : "",
 	    d->st.in_flight - 1);
 	dispatch_quiet(d);
 }
@@ -1070,9 +1206,12 @@ dispatch_iso_cancel(struct dispatch *d)
  * is on its way once the consumer's window is full, so the cancel waits
  * for that, stashing what arrives meanwhile (routed once the cancel is
  * out), for at most QUIET_BOUND: a queue with too few tasks to fill the
- * window has nothing to send either.
+ * window has nothing to send either.  A queue that had tasks ready at the
+ * last look (the tick asks every 2 s) fills the window, only maybe slowly
+ * on a loaded machine: up to QUIET_BOUND_BUSY then.
  */
 #define QUIET_BOUND 0.5
+#define QUIET_BOUND_BUSY 5.0
 
 static void
 dispatch_quiet(struct dispatch *d)
@@ -1081,7 +1220,9 @@ dispatch_quiet(struct dispatch *d)
 		return;
 	d->quieting = true;
 	d->quiet_over = false;
-	ev_timer_set(&d->quiet_bound, QUIET_BOUND, 0.0);
+	long ready = 0, consumers = 0;
+	bool busy = broker_queue_depth(d->broker, &ready, &consumers) && ready > 0;
+	ev_timer_set(&d->quiet_bound, busy ? QUIET_BOUND_BUSY : QUIET_BOUND, 0.0);
 	ev_timer_start(d->loop, &d->quiet_bound);
 	dispatch_quiet_check(d);
 }
@@ -1324,6 +1465,9 @@ task_drop(struct task *t)
 	case TASK_STASHED:
 		fifo_remove(&d->stash, t);
 		break;
+	case TASK_VETTING:
+		fifo_remove(&d->vetting, t);
+		break;
 	case TASK_SUSPECT:
 	case TASK_RETRY:
 	case TASK_CONFIRM:
@@ -1331,11 +1475,27 @@ task_drop(struct task *t)
 	}
 }
 
+/* t's delivery ends with the connection, and this taskd lives on: not a
+ * crash, as the fleet is told once we are connected again (failovers.h).
+ * A task settled but for its ack is in the same case: the ack is lost. */
+static void
+task_note_failover(struct task *t, double now)
+{
+	struct dispatch *d = t->d;
+	if (d->failovers == NULL || !t->env.id_given || t->env.task_id == NULL)
+		return;
+	if (failovers_lost(d->failovers, t->env.task_id, strlen(t->env.task_id),
+	    t->before, now + d->failover_ttl) < 0)
+		log_warn("out of memory: the failover of task %s will count as a delivery",
+		    t->env.task_id);
+}
+
 static void
 dispatch_on_down(void *ctx, uint64_t gen)
 {
 	struct dispatch *d = ctx;
 	size_t n = 0;
+	double now = ev_now(d->loop);
 
 	/* The suspect, if any, comes back redelivered, and the next
 	 * connection starts with the full window. */
@@ -1346,15 +1506,20 @@ dispatch_on_down(void *ctx, uint64_t gen)
 	struct task *t = d->all.next;
 	while (t != &d->all) {
 		struct task *next = t->next;
-		if (t->dlv->gen <= gen && t->state != TASK_CONFIRM) {
-			task_drop(t);
-			task_free(t);
-			n++;
+		if (t->dlv->gen <= gen) {
+			task_note_failover(t, now);
+			if (t->state != TASK_CONFIRM) {
+				task_drop(t);
+				task_free(t);
+				n++;
+			}
 		}
 		t = next;
 	}
 	if (n > 0)
 		log_info("dropped %zu tasks of the lost connection; the broker redelivers them", n);
+	if (d->vetting.head == NULL)
+		ev_timer_stop(d->loop, &d->vet);
 	dispatch_admit(d);
 }
 
@@ -1395,7 +1560,8 @@ dispatch_new(struct ev_loop *loop, const struct conf *conf,
 	ev_timer_init(&d->iso_bound, dispatch_iso_bound_cb, 0.0, 0.0);
 	ev_timer_init(&d->iso_step, dispatch_iso_step_cb, 0.0, 0.0);
 	ev_timer_init(&d->quiet_bound, dispatch_quiet_bound_cb, 0.0, 0.0);
-	d->iso_bound.data = d->iso_step.data = d->quiet_bound.data = d;
+	ev_timer_init(&d->vet, dispatch_vet_cb, 0.0, 0.0);
+	d->iso_bound.data = d->iso_step.data = d->quiet_bound.data = d->vet.data = d;
 	if (getrandom(d->rng, sizeof(d->rng), 0) != sizeof(d->rng)) {
 		struct timespec ts;
 		clock_gettime(CLOCK_REALTIME, &ts);
@@ -1461,6 +1627,9 @@ dispatch_drain(struct dispatch *d, void (*idle)(void *ctx), void *ctx)
 		task_requeue(t);
 	while ((t = fifo_pop(&d->stash)) != NULL)
 		task_requeue(t);
+	while ((t = fifo_pop(&d->vetting)) != NULL)
+		task_requeue(t);
+	ev_timer_stop(d->loop, &d->vet);
 	t = d->all.next;
 	while (t != &d->all) {
 		struct task *next = t->next;
@@ -1522,6 +1691,7 @@ dispatch_free(struct dispatch *d)
 	ev_timer_stop(d->loop, &d->iso_bound);
 	ev_timer_stop(d->loop, &d->iso_step);
 	ev_timer_stop(d->loop, &d->quiet_bound);
+	ev_timer_stop(d->loop, &d->vet);
 	while (d->spare != NULL) {
 		struct task *next = d->spare->qnext;
 		free(d->spare);

@@ -93,8 +93,18 @@ enum dispatch_cancel {
 enum dispatch_cancel dispatch_cancel(struct dispatch *d, const char *id, size_t len);
 /* A task that arrives with an id in c (at ev_now's wall-clock time) is
  * answered "cancelled" without running.  c must outlive d; NULL = none. */
-struct cancels;
-void dispatch_set_cancels(struct dispatch *d, struct cancels *c);
+struct idset;
+void dispatch_set_cancels(struct dispatch *d, struct idset *c);
+/* Deliveries that ended in failovers (failovers.h) do not count against
+ * limits.max_deliveries: this node notes its own in f when its connection
+ * is lost (remembered for ttl seconds), and a task delivered before waits
+ * up to DISPATCH_VET_WAIT for news of its failover before it is counted.
+ * f must outlive d; NULL = none (every delivery counts). */
+#define DISPATCH_VET_WAIT 2.0
+struct failovers;
+void dispatch_set_failovers(struct dispatch *d, struct failovers *f, double ttl);
+/* News of failovers reached f: tasks it clears stop waiting. */
+void dispatch_failovers_heard(struct dispatch *d);
 
 /* A running task, for status (valid during the callback only). */
 struct dispatch_running {

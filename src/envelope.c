@@ -215,6 +215,7 @@ envelope_parse(const amqp_basic_properties_t *p, size_t body_len,
 	bool has_id = (f & AMQP_BASIC_MESSAGE_ID_FLAG) && p->message_id.len > 0;
 
 	env->broker_count = -1;
+	env->id_given = false;
 	env->persistent = (f & AMQP_BASIC_DELIVERY_MODE_FLAG) &&
 	    p->delivery_mode == AMQP_DELIVERY_PERSISTENT;
 
@@ -238,6 +239,7 @@ envelope_parse(const amqp_basic_properties_t *p, size_t body_len,
 	/* Identity first: even a message we refuse is answered under it. */
 	if (has_id) {
 		o_id = put_display(&sb, p->message_id);
+		env->id_given = true;
 	} else {
 		char id[37];
 		format_uuid(uuid16, id);

@@ -39,6 +39,7 @@ struct envelope {
 	char *message;        /* human text for error != OK, else NULL */
 	char *task;           /* NUL-free name as given (may be NULL on NO_TASK) */
 	char *task_id;
+	bool id_given;        /* task_id is the message_id, not one made here */
 	/* Copied byte for byte (it is the client's key, and AMQP allows any
 	 * bytes in it, NUL included): always use it with correlation_len. */
 	char *correlation_id;

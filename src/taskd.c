@@ -277,9 +277,9 @@ taskd_tick_cb(struct ev_loop *loop, ev_timer *w, int revents)
 	(void)loop;
 	(void)revents;
 	struct taskd *t = w->data;
-	/* The queue's depth for /metrics, fresh at every tick. */
-	if (t->metrics != NULL)
-		(void)broker_probe_queue(t->broker);
+	/* The queue's depth, fresh at every tick: for /metrics, and for
+	 * the quiet cancel's bound (dispatch.c). */
+	(void)broker_probe_queue(t->broker);
 	taskd_trim_if_idle(t);
 }
 

@@ -1,10 +1,11 @@
 /*
  * fuzz_ctlreq: the fleet-control request parser (src/ctlreq.c).  The first
- * byte picks the request type ("status", "cancel", or the next byte's
- * count of bytes as the type itself); the rest is the body.  Besides
- * memory errors it checks the contract: a cancel names 1 to
- * CTLREQ_MAX_IDS ids of 1 to CTLREQ_MAX_ID_LEN bytes without a NUL; a
- * failure says why in one line and leaves nothing to free.
+ * byte picks the request type ("status", "cancel", "failover", or the next
+ * byte's count of bytes as the type itself); the rest is the body.  Besides
+ * memory errors it checks the contract: a cancel or a failover names 1 to
+ * CTLREQ_MAX_IDS ids of 1 to CTLREQ_MAX_ID_LEN bytes without a NUL, a
+ * failover's count is within 0..CTLREQ_MAX_BEFORE; a failure says why in
+ * one line and leaves nothing to free.
  */
 #include <string.h>
 
@@ -20,7 +21,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	size_t tlen;
 	const uint8_t *body = data + 1;
 	size_t blen = size - 1;
-	switch (data[0] % 3) {
+	switch (data[0] % 4) {
 	case 0:
 		type = "status";
 		tlen = 6;
@@ -28,6 +29,10 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	case 1:
 		type = "cancel";
 		tlen = 6;
+		break;
+	case 3:
+		type = "failover";
+		tlen = 8;
 		break;
 	default:
 		if (size < 2)
@@ -43,7 +48,9 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	struct ctlreq r;
 	char err[256] = "";
 	if (ctlreq_parse(type, tlen, body, blen, &r, err, sizeof(err)) == 0) {
-		if (r.kind == CTLREQ_CANCEL) {
+		if (r.kind == CTLREQ_CANCEL || r.kind == CTLREQ_FAILOVER) {
+			FUZZ_CHECK(r.kind == CTLREQ_CANCEL ||
+			    (r.before >= 0 && r.before <= CTLREQ_MAX_BEFORE));
 			FUZZ_CHECK(r.nids >= 1 && r.nids <= CTLREQ_MAX_IDS);
 			for (size_t i = 0; i < r.nids; i++) {
 				size_t n = strlen(r.ids[i]);

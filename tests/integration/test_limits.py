@@ -2,9 +2,12 @@
 results the broker would refuse (broker.max_message_size), and tasks that
 keep coming back because they kill taskd itself (limits.max_deliveries)."""
 
+import json
 import os
 import re
 import time
+
+import pika
 
 from taskdtest import TaskdTestCase, broker_ctl, new_id
 
@@ -375,3 +378,67 @@ class SuspectAlone(TaskdTestCase):
         self.check_all_ok(got)
         d.wait_log(r"task suspect\\+u000a1 \(sleep\) ran alone and was answered ok", 15)
         self.assert_alive(d)
+
+
+class FailoverNotCounted(TaskdTestCase):
+    """A task handed back by a lost connection is no crash: the taskd that
+    lost the connection tells the fleet (control exchange), and no node
+    counts that delivery against limits.max_deliveries (docs/decisions.md,
+    "Failovers are not crashes").  Thousands of tasks are in flight on the
+    connection the broker closes; with a limit of 2 each would otherwise
+    come back on its last allowed delivery and run alone, one at a time."""
+
+    N = 2000
+
+    def control_status(self, exchange, n):
+        """Every node's status answer, by pid."""
+        q = self.use_queue(self.prefix + ".status")
+        self.client.declare(q, durable=False)
+        self.client.channel().basic_publish(exchange, "", b"", pika.BasicProperties(
+            type="status", reply_to=q, correlation_id="st"))
+        docs = [json.loads(r.body) for r in self.client.collect(q, n, 15)]
+        return {int(doc["node"].rsplit(":", 1)[1]): doc for doc in docs}
+
+    def test_broker_closes_the_connection(self):
+        exchange = self.use_exchange(self.prefix + ".control")
+        self.use_queue(exchange + ".log")
+        self.client.declare(self.queue, durable=True, arguments={"x-queue-type": "quorum"})
+        conf = {"queue.type": "quorum", "limits.max_deliveries": 2,
+                "control.exchange": exchange}
+        a = self.taskd(conf, name="a")
+        ids = ["fo-%04d" % i for i in range(self.N)]
+        for cid in ids:
+            self.publish(b"15000", task="sleep", message_id=cid, correlation_id=cid,
+                         persistent=True)
+        self.wait_running(self.N, timeout=60)
+        b = self.taskd(conf, name="b")
+
+        # The broker closes a's connection (as a node that stops would):
+        # every task comes back with x-delivery-count 1.
+        out = broker_ctl("list_connections", "pid", "client_properties")
+        mine = re.compile(r'connection_name[^}]*:%d"' % a.pid)
+        conns = [ln.split("\t")[0] for ln in out.splitlines() if mine.search(ln)]
+        self.assertEqual(len(conns), 1, "a's connection among: %r" % out)
+        since = a.log_size()
+        broker_ctl("close_connection", conns[0], "test: a failover")
+        told = a.wait_log(r"told the fleet of \d+ tasks", timeout=30, since=since)
+        self.assertIn("told the fleet of %d tasks" % self.N, told)
+
+        got = self.collect_ids(ids, timeout=120)
+        by = {}
+        for r in got:
+            by.setdefault(r.correlation_id, []).append(r)
+        bad = [by[c][0] for c in ids if any(r.status != "ok" for r in by[c])]
+        self.assertEqual(bad, [], "%d of %d tasks not answered ok, e.g. %r"
+                         % (len(bad), self.N, bad[:3]))
+        for d in (a, b):
+            self.assert_alive(d)
+            self.assertEqual(d.log_lines(r"may be what crashed taskd"), [],
+                             "%s ran failed-over tasks as crash suspects%s"
+                             % (d.name, self.daemon_logs()))
+        # Each node heard of the failover (a from itself).
+        status = self.control_status(exchange, 2)
+        for d in (a, b):
+            self.assertEqual(status[d.pid]["failovers_remembered"], self.N, d.name)
+        print("\n%d tasks failed over: all answered ok, none run as a suspect; "
+              "%d answers in all" % (self.N, len(got)))

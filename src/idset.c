@@ -1,5 +1,5 @@
-/* cancels: remembered task ids with an expiry (cancels.h). */
-#include "cancels.h"
+/* idset: remembered ids with an expiry (idset.h). */
+#include "idset.h"
 
 #include <stdint.h>
 #include <stdlib.h>
@@ -12,14 +12,14 @@ struct entry {
 	char id[];
 };
 
-struct cancels {
+struct idset {
 	struct entry **buckets;
 	size_t nbuckets;        /* a power of two */
 	size_t count, max;
 };
 
 /* FNV-1a: ids are short, and a client choosing colliding ids only slows
- * its own cancels (the set is bounded). */
+ * its own requests (the set is bounded). */
 static size_t
 hash(const char *p, size_t n)
 {
@@ -31,10 +31,10 @@ hash(const char *p, size_t n)
 	return (size_t)h;
 }
 
-struct cancels *
-cancels_new(size_t max)
+struct idset *
+idset_new(size_t max)
 {
-	struct cancels *c = calloc(1, sizeof(*c));
+	struct idset *c = calloc(1, sizeof(*c));
 	if (c == NULL)
 		return NULL;
 	c->nbuckets = 64;
@@ -48,7 +48,7 @@ cancels_new(size_t max)
 }
 
 void
-cancels_free(struct cancels *c)
+idset_free(struct idset *c)
 {
 	if (c == NULL)
 		return;
@@ -64,7 +64,7 @@ cancels_free(struct cancels *c)
 }
 
 static struct entry **
-find(const struct cancels *c, const char *id, size_t len)
+find(const struct idset *c, const char *id, size_t len)
 {
 	struct entry **pp = &c->buckets[hash(id, len) & (c->nbuckets - 1)];
 	for (; *pp != NULL; pp = &(*pp)->next)
@@ -74,7 +74,7 @@ find(const struct cancels *c, const char *id, size_t len)
 }
 
 static void
-grow(struct cancels *c)
+grow(struct idset *c)
 {
 	size_t n = c->nbuckets * 2;
 	struct entry **b = calloc(n, sizeof(*b));
@@ -96,7 +96,7 @@ grow(struct cancels *c)
 
 /* Full: drops the id that expires first. */
 static void
-evict_one(struct cancels *c)
+evict_one(struct idset *c)
 {
 	struct entry **victim = NULL;
 	for (size_t i = 0; i < c->nbuckets; i++)
@@ -112,7 +112,7 @@ evict_one(struct cancels *c)
 }
 
 int
-cancels_add(struct cancels *c, const char *id, size_t len, double expires)
+idset_add(struct idset *c, const char *id, size_t len, double expires)
 {
 	struct entry **pp = find(c, id, len);
 	if (*pp != NULL) {
@@ -142,14 +142,14 @@ cancels_add(struct cancels *c, const char *id, size_t len, double expires)
 }
 
 bool
-cancels_has(const struct cancels *c, const char *id, size_t len, double now)
+idset_has(const struct idset *c, const char *id, size_t len, double now)
 {
 	struct entry *e = *find(c, id, len);
 	return e != NULL && e->expires > now;
 }
 
 size_t
-cancels_expire(struct cancels *c, double now)
+idset_expire(struct idset *c, double now)
 {
 	for (size_t i = 0; i < c->nbuckets; i++) {
 		struct entry **pp = &c->buckets[i];
@@ -168,7 +168,7 @@ cancels_expire(struct cancels *c, double now)
 }
 
 size_t
-cancels_count(const struct cancels *c)
+idset_count(const struct idset *c)
 {
 	return c->count;
 }

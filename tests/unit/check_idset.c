@@ -6,14 +6,14 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "cancels.h"
+#include "idset.h"
 
-#define HAS(c, s, now) cancels_has((c), (s), strlen(s), (now))
-#define ADD(c, s, exp) cancels_add((c), (s), strlen(s), (exp))
+#define HAS(c, s, now) idset_has((c), (s), strlen(s), (now))
+#define ADD(c, s, exp) idset_add((c), (s), strlen(s), (exp))
 
 START_TEST(test_expiry)
 {
-	struct cancels *c = cancels_new(10);
+	struct idset *c = idset_new(10);
 	ck_assert_ptr_nonnull(c);
 	ck_assert_int_eq(ADD(c, "a", 100), 0);
 	ck_assert(HAS(c, "a", 99.9));
@@ -23,44 +23,44 @@ START_TEST(test_expiry)
 	ck_assert_int_eq(ADD(c, "a", 200), 0);
 	ck_assert_int_eq(ADD(c, "a", 150), 0);
 	ck_assert(HAS(c, "a", 199));
-	ck_assert_uint_eq(cancels_count(c), 1);
-	ck_assert_uint_eq(cancels_expire(c, 200), 0);
+	ck_assert_uint_eq(idset_count(c), 1);
+	ck_assert_uint_eq(idset_expire(c, 200), 0);
 	ck_assert(!HAS(c, "a", 0));
-	cancels_free(c);
+	idset_free(c);
 }
 END_TEST
 
 /* Ids are bytes: a prefix or a longer id is another id. */
 START_TEST(test_exact_match)
 {
-	struct cancels *c = cancels_new(10);
+	struct idset *c = idset_new(10);
 	ck_assert_int_eq(ADD(c, "task-1", 100), 0);
 	ck_assert(!HAS(c, "task-", 0));
 	ck_assert(!HAS(c, "task-10", 0));
-	ck_assert(cancels_has(c, "task-1x", 6, 0));
-	cancels_free(c);
+	ck_assert(idset_has(c, "task-1x", 6, 0));
+	idset_free(c);
 }
 END_TEST
 
 /* Full: the one to expire first makes room; the set never passes max. */
 START_TEST(test_bounded)
 {
-	struct cancels *c = cancels_new(3);
+	struct idset *c = idset_new(3);
 	ck_assert_int_eq(ADD(c, "a", 10), 0);
 	ck_assert_int_eq(ADD(c, "b", 30), 0);
 	ck_assert_int_eq(ADD(c, "c", 20), 0);
 	ck_assert_int_eq(ADD(c, "d", 40), 0);
-	ck_assert_uint_eq(cancels_count(c), 3);
+	ck_assert_uint_eq(idset_count(c), 3);
 	ck_assert(!HAS(c, "a", 0));
 	ck_assert(HAS(c, "b", 0) && HAS(c, "c", 0) && HAS(c, "d", 0));
-	cancels_free(c);
+	idset_free(c);
 }
 END_TEST
 
 /* Many ids: the table grows and still finds every one. */
 START_TEST(test_many)
 {
-	struct cancels *c = cancels_new(100000);
+	struct idset *c = idset_new(100000);
 	char id[32];
 	for (int i = 0; i < 20000; i++) {
 		snprintf(id, sizeof(id), "id-%d", i);
@@ -70,19 +70,19 @@ START_TEST(test_many)
 		snprintf(id, sizeof(id), "id-%d", i);
 		ck_assert_msg(HAS(c, id, 0), "%s lost", id);
 	}
-	ck_assert_uint_eq(cancels_expire(c, 60), 10000);
+	ck_assert_uint_eq(idset_expire(c, 60), 10000);
 	snprintf(id, sizeof(id), "id-%d", 2);
 	ck_assert(!HAS(c, id, 0));
 	snprintf(id, sizeof(id), "id-%d", 3);
 	ck_assert(HAS(c, id, 0));
-	cancels_free(c);
+	idset_free(c);
 }
 END_TEST
 
 int
 main(void)
 {
-	Suite *s = suite_create("cancels");
+	Suite *s = suite_create("idset");
 	TCase *tc = tcase_create("core");
 	tcase_add_test(tc, test_expiry);
 	tcase_add_test(tc, test_exact_match);
