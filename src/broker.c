@@ -11,9 +11,11 @@
 #include <unistd.h>
 
 #include "backoff.h"
+#include "content.h"
 #include "log.h"
 #include "nodes.h"
 #include "result.h"
+#include "tags.h"
 
 /* Frames handled per callback before yielding to other watchers; the idle
  * watcher resumes where it stopped. */
@@ -33,24 +35,6 @@
  * the budget below only has to stay an upper bound. */
 #define BROKER_COST_ACK 2048
 #define BROKER_COST_PUBLISH 4096
-
-/* Delivery tags of the current generation that the broker still counts as
- * unacked, or that we settled but have not yet told it about.  Settled
- * tags wait for broker_flush, which sends them in delivery order within
- * the write budget: acks and rejects alike, so that neither ever writes
- * into a full send buffer (a broker under a resource alarm stops reading). */
-enum tag_state {
-	TAG_OPEN,      /* delivered, its task not settled */
-	TAG_ACK,       /* settled: basic.ack waits for broker_flush */
-	TAG_REQUEUE,   /* settled: reject with requeue waits */
-	TAG_DROP,      /* settled: reject without requeue waits (dead-letter) */
-	TAG_SENT,      /* settled on the wire by itself */
-};
-
-struct tag_entry {
-	uint64_t tag;
-	enum tag_state st;
-};
 
 struct pending {
 	uint64_t seq;
@@ -111,28 +95,21 @@ struct broker {
 	size_t ring_cap, head, count;
 	uint64_t next_seq;
 
-	/* Delivery tags in delivery (= increasing) order, a ring whose size
-	 * is a power of two; TAG_SENT entries inside it are skipped and
-	 * compacted away (broker_tags_compact). */
-	struct tag_entry *tags;
-	size_t tags_cap, tags_head, tags_count;
-	size_t tags_settled;            /* entries in TAG_ACK, _REQUEUE, _DROP */
-	size_t tags_sent;               /* entries in TAG_SENT */
-	/* Active while tags_settled > 0 and io_w is not (a flush that ran
+	/* Delivery tags of the current generation that the broker still
+	 * counts as unacked, or that we settled but have not yet told it
+	 * about.  Settled tags wait for broker_flush, which sends them within
+	 * the write budget: acks and rejects alike, so that neither ever
+	 * writes into a full send buffer (a broker under a resource alarm
+	 * stops reading). */
+	struct tags *tags;
+	/* Active while tags are settled and io_w is not (a flush that ran
 	 * out of room waits for io_w instead). */
 	ev_prepare flush;
 	/* Bytes (as BROKER_COST_*) that may still be written without asking
 	 * the kernel; see broker_room. */
 	size_t room;
 
-	struct broker_delivery *cur;    /* being assembled from frames */
-	bool cur_header;                /* its content header has come */
-	/* cur's properties: one pool reused by every delivery, so a task in
-	 * flight keeps none of it (broker.h). */
-	amqp_basic_properties_t props;
-	amqp_pool_t props_pool;
-	uint64_t skip;                  /* body bytes of a basic.return to skip */
-	bool skip_header;               /* a basic.return's header is due */
+	struct content *content;        /* deliveries from their frames */
 	uint64_t returned;
 	/* The broker's max_message_size, once it refused a result over it
 	 * (0 = not known); kept across reconnects. */
@@ -261,114 +238,31 @@ broker_charge(struct broker *b, size_t cost)
 	b->room = cost < b->room ? b->room - cost : 0;
 }
 
-static struct tag_entry *
-broker_tag_at(struct broker *b, size_t i)
-{
-	return &b->tags[(b->tags_head + i) & (b->tags_cap - 1)];
-}
-
 static void
 broker_tags_clear(struct broker *b)
 {
-	b->tags_head = b->tags_count = b->tags_settled = b->tags_sent = 0;
+	tags_clear(b->tags);
 	ev_prepare_stop(b->loop, &b->flush);
-}
-
-/* A delivery arrived: its tag is open until its task is settled. */
-static int
-broker_tag_open(struct broker *b, uint64_t tag)
-{
-	if (b->tags_count == b->tags_cap) {
-		size_t cap = b->tags_cap ? b->tags_cap * 2 : 64;
-		struct tag_entry *t = malloc(cap * sizeof(*t));
-		if (t == NULL)
-			return -1;
-		for (size_t i = 0; i < b->tags_count; i++)
-			t[i] = *broker_tag_at(b, i);
-		free(b->tags);
-		b->tags = t;
-		b->tags_cap = cap;
-		b->tags_head = 0;
-	}
-	struct tag_entry *e = broker_tag_at(b, b->tags_count++);
-	e->tag = tag;
-	e->st = TAG_OPEN;
-	return 0;
-}
-
-/* The open entry for tag, or NULL (not delivered on this channel, or
- * already settled: a caller's bug, which must not turn into a second
- * ack).  Tags are increasing, so a binary search. */
-static struct tag_entry *
-broker_tag_find(struct broker *b, uint64_t tag)
-{
-	if (b->tags_count == 0)
-		return NULL;
-	/* Tags come consecutively, so until a compaction leaves a hole the
-	 * tag's offset from the front is its index. */
-	uint64_t off = tag - broker_tag_at(b, 0)->tag;
-	if (off < b->tags_count) {
-		struct tag_entry *e = broker_tag_at(b, (size_t)off);
-		if (e->tag == tag)
-			return e->st == TAG_OPEN ? e : NULL;
-	}
-	size_t lo = 0, hi = b->tags_count;
-	while (lo < hi) {
-		size_t mid = lo + (hi - lo) / 2;
-		struct tag_entry *e = broker_tag_at(b, mid);
-		if (e->tag == tag)
-			return e->st == TAG_OPEN ? e : NULL;
-		if (e->tag < tag)
-			lo = mid + 1;
-		else
-			hi = mid;
-	}
-	return NULL;
-}
-
-/* Drops TAG_SENT entries once they are most of the ring, so the ring stays
- * about twice the tasks in flight even while one long task holds the
- * front.  Order is kept: writes trail reads. */
-static void
-broker_tags_compact(struct broker *b)
-{
-	if (b->tags_sent < 64 || b->tags_sent * 2 < b->tags_count)
-		return;
-	size_t w = 0;
-	for (size_t r = 0; r < b->tags_count; r++) {
-		struct tag_entry *e = broker_tag_at(b, r);
-		if (e->st != TAG_SENT)
-			*broker_tag_at(b, w++) = *e;
-	}
-	b->tags_count = w;
-	b->tags_sent = 0;
 }
 
 /* A settlement on the consume channel: multiple covers every tag up to
  * this one that the broker still holds.  A single reject is a plain
  * basic.reject; a multiple one needs basic.nack (RabbitMQ's extension). */
 static int
-broker_send_settle(struct broker *b, uint64_t tag, enum tag_state how, bool multiple)
+broker_send_settle(struct broker *b, const struct tags_frame *f)
 {
-	switch (how) {
-	case TAG_ACK:
-		return amqp_basic_ack(b->conn, CONNECTOR_CH_CONSUME, tag, multiple);
-	case TAG_REQUEUE:
-	case TAG_DROP:
-		if (!multiple)
-			return amqp_basic_reject(b->conn, CONNECTOR_CH_CONSUME, tag,
-			    how == TAG_REQUEUE);
-		return amqp_basic_nack(b->conn, CONNECTOR_CH_CONSUME, tag, 1,
-		    how == TAG_REQUEUE);
-	default:
-		return AMQP_STATUS_OK;
+	switch (f->how) {
+	case TAGS_ACK:
+		return amqp_basic_ack(b->conn, CONNECTOR_CH_CONSUME, f->tag, f->multiple);
+	case TAGS_REQUEUE:
+	case TAGS_DROP:
+		if (!f->multiple)
+			return amqp_basic_reject(b->conn, CONNECTOR_CH_CONSUME, f->tag,
+			    f->how == TAGS_REQUEUE);
+		return amqp_basic_nack(b->conn, CONNECTOR_CH_CONSUME, f->tag, 1,
+		    f->how == TAGS_REQUEUE);
 	}
-}
-
-static bool
-tag_pending(enum tag_state st)
-{
-	return st == TAG_ACK || st == TAG_REQUEUE || st == TAG_DROP;
+	return AMQP_STATUS_OK;
 }
 
 /* Room for one settlement frame; with wait_ms > 0, waiting for it until
@@ -384,78 +278,34 @@ broker_flush_room(struct broker *b, int wait_ms, ev_tstamp deadline)
 	return broker_room(b, BROKER_COST_ACK, ms);
 }
 
-/* Sends what broker_ack and broker_reject settled (the rule is in
- * broker.h), a frame at a time, each within the write budget:
- *   - the settled prefix of the ring as runs of one kind, one frame per
- *     run with multiple=true, naming the run's last tag (every tag before
- *     it that the broker still holds is in the run: earlier runs went in
- *     earlier frames, and TAG_SENT ones went alone);
- *   - then each settled tag beyond the first open one by itself, since a
- *     multiple frame there would settle the running task too.
- * When the budget runs out it stops where it is (io_w resumes it), so a
- * broker that stops reading never makes the loop wait.  wait_ms > 0 (a
- * stop, a reconnect) lets it wait that long in all for room.  Returns
- * false when settled tags are left. */
+/* Sends what broker_ack and broker_reject settled, in the frames the
+ * ledger gives (tags.h has the rule), each within the write budget.  When
+ * the budget runs out it stops where it is (io_w resumes it), so a broker
+ * that stops reading never makes the loop wait.  wait_ms > 0 (a stop, a
+ * reconnect) lets it wait that long in all for room.  Returns false when
+ * settled tags are left. */
 static bool
 broker_flush(struct broker *b, int wait_ms)
 {
-	if (b->state != BROKER_UP || b->tags_settled == 0)
+	if (b->state != BROKER_UP || tags_settled(b->tags) == 0)
 		return true;
 	ev_tstamp deadline = ev_time() + wait_ms / 1000.0;
 	bool done = true;
+	struct tags_frame f;
 
-	while (b->tags_count > 0) {
-		struct tag_entry *front = broker_tag_at(b, 0);
-		if (front->st == TAG_OPEN)
-			break;
-		size_t last = 0, n = 0;
-		enum tag_state kind = front->st;
-		if (kind != TAG_SENT) {
-			for (size_t i = 1; i < b->tags_count; i++) {
-				enum tag_state st = broker_tag_at(b, i)->st;
-				if (st == kind)
-					last = i;
-				else if (st != TAG_SENT)
-					break;
-			}
-			if (!broker_flush_room(b, wait_ms, deadline)) {
-				done = false;
-				break;
-			}
-			int rc = broker_send_settle(b, broker_tag_at(b, last)->tag, kind, true);
-			if (rc != AMQP_STATUS_OK) {
-				broker_lost(b, "settling tasks: %s", amqp_error_string2(rc));
-				return true;
-			}
-		}
-		for (size_t i = 0; i <= last; i++) {
-			if (broker_tag_at(b, i)->st == TAG_SENT)
-				b->tags_sent--;
-			else
-				n++;
-		}
-		b->tags_settled -= n;
-		b->tags_head = (b->tags_head + last + 1) & (b->tags_cap - 1);
-		b->tags_count -= last + 1;
-	}
-	for (size_t i = 0; done && b->tags_settled > 0 && i < b->tags_count; i++) {
-		struct tag_entry *e = broker_tag_at(b, i);
-		if (!tag_pending(e->st))
-			continue;
+	tags_round(b->tags);
+	while (tags_next(b->tags, &f)) {
 		if (!broker_flush_room(b, wait_ms, deadline)) {
 			done = false;
 			break;
 		}
-		int rc = broker_send_settle(b, e->tag, e->st, false);
+		int rc = broker_send_settle(b, &f);
 		if (rc != AMQP_STATUS_OK) {
-			broker_lost(b, "settling a task: %s", amqp_error_string2(rc));
+			broker_lost(b, "settling tasks: %s", amqp_error_string2(rc));
 			return true;
 		}
-		e->st = TAG_SENT;
-		b->tags_settled--;
-		b->tags_sent++;
+		tags_sent(b->tags, &f);
 	}
-	broker_tags_compact(b);
 	ev_prepare_stop(b->loop, &b->flush);
 	broker_after_call(b);
 	return done;
@@ -487,10 +337,7 @@ broker_lost(struct broker *b, const char *fmt, ...)
 		amqp_destroy_connection(b->conn);
 		b->conn = NULL;
 	}
-	broker_delivery_free(b->cur);
-	b->cur = NULL;
-	b->skip = 0;
-	b->skip_header = false;
+	content_reset(b->content);
 	b->blocked = false;
 	free(b->consumer_tag);
 	b->consumer_tag = NULL;
@@ -527,6 +374,21 @@ broker_lost(struct broker *b, const char *fmt, ...)
 	ev_timer_start(b->loop, &b->lost);
 }
 
+/* Every result that awaited a confirm of the connection that is gone:
+ * lost, in publish order. */
+static void
+broker_confirms_lost(struct broker *b)
+{
+	while (b->count > 0) {
+		void *token = b->ring[b->head].token;
+		b->head = (b->head + 1) % b->ring_cap;
+		b->count--;
+		if (token != NULL)
+			b->ops.confirm(b->ctx, token, BROKER_LOST);
+	}
+	b->head = 0;
+}
+
 /* Tells the owner that connection b->gen is gone: `down`, then every
  * result that awaited its confirm.  Runs before anything can reuse the
  * ring or the generation (broker_connected, broker_stop). */
@@ -538,15 +400,7 @@ broker_notify_lost(struct broker *b)
 	b->lost_due = false;
 	ev_timer_stop(b->loop, &b->lost);
 	b->ops.down(b->ctx, b->gen);
-	while (b->count > 0) {
-		struct pending *p = &b->ring[b->head];
-		void *token = p->token;
-		b->head = (b->head + 1) % b->ring_cap;
-		b->count--;
-		if (token != NULL)
-			b->ops.confirm(b->ctx, token, BROKER_LOST);
-	}
-	b->head = 0;
+	broker_confirms_lost(b);
 }
 
 static void
@@ -590,53 +444,16 @@ broker_confirms(struct broker *b, uint64_t tag, bool multiple, enum broker_confi
 		b->ops.writable(b->ctx);
 }
 
-static int
-bytes_dup(amqp_pool_t *pool, amqp_bytes_t *dst, amqp_bytes_t src)
-{
-	if (src.len == 0) {
-		*dst = amqp_empty_bytes;
-		return 0;
-	}
-	amqp_pool_alloc_bytes(pool, src.len, dst);
-	if (dst->bytes == NULL)
-		return -1;
-	memcpy(dst->bytes, src.bytes, src.len);
-	return 0;
-}
-
-/* Frames live in the library's pools, which the next drain recycles. */
-static int
-props_copy(amqp_basic_properties_t *d, const amqp_basic_properties_t *s, amqp_pool_t *pool)
-{
-	*d = *s;
-	amqp_flags_t f = s->_flags;
-	if (((f & AMQP_BASIC_CONTENT_TYPE_FLAG) && bytes_dup(pool, &d->content_type, s->content_type)) ||
-	    ((f & AMQP_BASIC_CONTENT_ENCODING_FLAG) && bytes_dup(pool, &d->content_encoding, s->content_encoding)) ||
-	    ((f & AMQP_BASIC_CORRELATION_ID_FLAG) && bytes_dup(pool, &d->correlation_id, s->correlation_id)) ||
-	    ((f & AMQP_BASIC_REPLY_TO_FLAG) && bytes_dup(pool, &d->reply_to, s->reply_to)) ||
-	    ((f & AMQP_BASIC_EXPIRATION_FLAG) && bytes_dup(pool, &d->expiration, s->expiration)) ||
-	    ((f & AMQP_BASIC_MESSAGE_ID_FLAG) && bytes_dup(pool, &d->message_id, s->message_id)) ||
-	    ((f & AMQP_BASIC_TYPE_FLAG) && bytes_dup(pool, &d->type, s->type)) ||
-	    ((f & AMQP_BASIC_USER_ID_FLAG) && bytes_dup(pool, &d->user_id, s->user_id)) ||
-	    ((f & AMQP_BASIC_APP_ID_FLAG) && bytes_dup(pool, &d->app_id, s->app_id)) ||
-	    ((f & AMQP_BASIC_CLUSTER_ID_FLAG) && bytes_dup(pool, &d->cluster_id, s->cluster_id)))
-		return -1;
-	if ((f & AMQP_BASIC_HEADERS_FLAG) &&
-	    amqp_table_clone(&s->headers, &d->headers, pool) != AMQP_STATUS_OK)
-		return -1;
-	return 0;
-}
-
+/* A delivery is complete: to its owner; its properties were for the
+ * callback only. */
 static void
 broker_complete(struct broker *b)
 {
-	struct broker_delivery *d = b->cur;
-	b->cur = NULL;
+	struct broker_delivery *d = content_take(b->content);
+	if (d == NULL)
+		return;
 	b->ops.delivery(b->ctx, d);
-	/* Its properties were for the callback only; keep the pool's first
-	 * page for the next delivery. */
-	recycle_amqp_pool(&b->props_pool);
-	memset(&b->props, 0, sizeof(b->props));
+	content_recycle(b->content);
 }
 
 static void
@@ -645,17 +462,11 @@ broker_method(struct broker *b, amqp_channel_t ch, amqp_method_t *m)
 	switch (m->id) {
 	case AMQP_BASIC_DELIVER_METHOD: {
 		amqp_basic_deliver_t *dv = m->decoded;
-		if (b->cur != NULL) {
-			broker_lost(b, "protocol error: a delivery began inside another");
-			return;
-		}
 		struct broker_delivery *d = calloc(1, sizeof(*d));
 		if (d == NULL) {
 			broker_lost(b, "out of memory");
 			return;
 		}
-		recycle_amqp_pool(&b->props_pool);
-		b->cur_header = false;
 		d->gen = b->gen;
 		d->tag = dv->delivery_tag;
 		d->redelivered = dv->redelivered;
@@ -664,8 +475,12 @@ broker_method(struct broker *b, amqp_channel_t ch, amqp_method_t *m)
 		if (b->consumer_tag != NULL && dv->consumer_tag.len == strlen(b->consumer_tag) &&
 		    memcmp(dv->consumer_tag.bytes, b->consumer_tag, dv->consumer_tag.len) == 0)
 			d->consumer = b->consumer_id;
-		b->cur = d;
-		if (broker_tag_open(b, d->tag) < 0) {
+		const char *why;
+		if (content_begin(b->content, d, &why) == CONTENT_ERROR) {
+			broker_lost(b, "%s", why);
+			return;
+		}
+		if (tags_open(b->tags, d->tag) < 0) {
 			broker_lost(b, "out of memory");
 			return;
 		}
@@ -684,7 +499,7 @@ broker_method(struct broker *b, amqp_channel_t ch, amqp_method_t *m)
 	}
 	case AMQP_BASIC_RETURN_METHOD: {
 		amqp_basic_return_t *r = m->decoded;
-		b->skip_header = true;
+		content_skip(b->content);
 		/* RabbitMQ 3.10 returns every mandatory publish to a direct
 		 * reply-to address as NO_ROUTE, also when it was delivered, so
 		 * a return there says nothing. */
@@ -783,55 +598,17 @@ broker_frame(struct broker *b, amqp_frame_t *f)
 		broker_method(b, f->channel, &f->payload.method);
 		break;
 	case AMQP_FRAME_HEADER:
-		if (f->channel == CONNECTOR_CH_PUBLISH && b->skip_header) {
-			b->skip_header = false;
-			b->skip = f->payload.properties.body_size;
-		} else if (f->channel == CONNECTOR_CH_CONSUME && b->cur != NULL &&
-		    !b->cur_header) {
-			b->cur_header = true;
-			struct broker_delivery *d = b->cur;
-			uint64_t size = f->payload.properties.body_size;
-			const amqp_basic_properties_t *p = f->payload.properties.decoded;
-			if (props_copy(&b->props, p, &b->props_pool) < 0) {
-				broker_lost(b, "out of memory");
-				return;
-			}
-			d->props = &b->props;
-			d->len = (size_t)size;
-			if (size > b->max_payload) {
-				/* Counted, never buffered: the answer is "rejected". */
-				d->oversized = true;
-			} else if (size > 0) {
-				/* The body goes right after the struct: one block. */
-				struct broker_delivery *nd = realloc(d, sizeof(*d) + (size_t)size);
-				if (nd == NULL) {
-					d->oversized = true;
-				} else {
-					b->cur = d = nd;
-					d->body = (unsigned char *)(d + 1);
-				}
-			}
-			if (size == 0)
-				broker_complete(b);
-		} else {
-			broker_lost(b, "protocol error: unexpected content header on channel %u",
-			    f->channel);
-		}
-		break;
 	case AMQP_FRAME_BODY: {
-		size_t n = f->payload.body_fragment.len;
-		if (f->channel == CONNECTOR_CH_PUBLISH && b->skip > 0) {
-			b->skip -= n < b->skip ? n : b->skip;
-		} else if (f->channel == CONNECTOR_CH_CONSUME && b->cur != NULL &&
-		    b->cur_header && n <= b->cur->len - b->cur->received) {
-			struct broker_delivery *d = b->cur;
-			if (d->body != NULL)
-				memcpy(d->body + d->received, f->payload.body_fragment.bytes, n);
-			d->received += n;
-			if (d->received == d->len)
-				broker_complete(b);
-		} else {
-			broker_lost(b, "protocol error: unexpected body on channel %u", f->channel);
+		const char *why = NULL;
+		switch (content_frame(b->content, f, b->max_payload, &why)) {
+		case CONTENT_DONE:
+			broker_complete(b);
+			break;
+		case CONTENT_ERROR:
+			broker_lost(b, "%s on channel %u", why, f->channel);
+			break;
+		case CONTENT_MORE:
+			break;
 		}
 		break;
 	}
@@ -1044,13 +821,13 @@ broker_new(struct ev_loop *loop, const struct connector_params *params,
 		return NULL;
 	}
 	b->ring = calloc((size_t)max_unconfirmed, sizeof(*b->ring));
-	if (b->ring == NULL) {
-		connector_params_clear(&b->params);
-		free(b);
-		return NULL;
-	}
-	b->order = nodes_new(b->params.nnodes, broker_seed());
+	b->tags = tags_new();
+	b->content = content_new();
+	b->order = b->ring && b->tags && b->content ?
+	    nodes_new(b->params.nnodes, broker_seed()) : NULL;
 	if (b->order == NULL) {
+		content_free(b->content);
+		tags_free(b->tags);
 		free(b->ring);
 		connector_params_clear(&b->params);
 		free(b);
@@ -1063,7 +840,6 @@ broker_new(struct ev_loop *loop, const struct connector_params *params,
 	b->max_payload = max_payload;
 	b->max_unconfirmed = max_unconfirmed;
 	b->reconnect_max = reconnect_max;
-	init_amqp_pool(&b->props_pool, 1024);
 	backoff_init(&b->backoff, 0.5, reconnect_max);
 	ev_io_init(&b->io_r, broker_io_cb, -1, EV_READ);
 	ev_io_init(&b->io_w, broker_writable_cb, -1, EV_WRITE);
@@ -1350,31 +1126,29 @@ broker_peer(const struct broker *b)
  * waits (broker_flush_cb), or when the socket has room again
  * (broker_writable_cb). */
 static void
-broker_settle(struct broker *b, uint64_t gen, uint64_t tag, enum tag_state how)
+broker_settle(struct broker *b, uint64_t gen, uint64_t tag, enum tags_how how)
 {
 	if (gen != b->gen || b->state != BROKER_UP)
 		return;
-	struct tag_entry *e = broker_tag_find(b, tag);
-	if (e == NULL) {
+	if (tags_settle(b->tags, tag, how) < 0) {
 		log_debug("not settling delivery %llu: not open on this channel",
 		    (unsigned long long)tag);
 		return;
 	}
-	e->st = how;
-	if (b->tags_settled++ == 0 && !ev_is_active(&b->io_w))
+	if (tags_settled(b->tags) == 1 && !ev_is_active(&b->io_w))
 		ev_prepare_start(b->loop, &b->flush);
 }
 
 void
 broker_ack(struct broker *b, uint64_t gen, uint64_t tag)
 {
-	broker_settle(b, gen, tag, TAG_ACK);
+	broker_settle(b, gen, tag, TAGS_ACK);
 }
 
 void
 broker_reject(struct broker *b, uint64_t gen, uint64_t tag, bool requeue)
 {
-	broker_settle(b, gen, tag, requeue ? TAG_REQUEUE : TAG_DROP);
+	broker_settle(b, gen, tag, requeue ? TAGS_REQUEUE : TAGS_DROP);
 }
 
 int
@@ -1529,20 +1303,13 @@ broker_stop(struct broker *b)
 		amqp_destroy_connection(b->conn);
 		b->conn = NULL;
 	}
-	broker_delivery_free(b->cur);
-	b->cur = NULL;
+	content_reset(b->content);
 	free(b->consumer_tag);
 	b->consumer_tag = NULL;
 	b->consuming = false;
 	b->cancels = 0;
 	b->state = BROKER_IDLE;
-	while (b->count > 0) {
-		void *token = b->ring[b->head].token;
-		b->head = (b->head + 1) % b->ring_cap;
-		b->count--;
-		if (token != NULL)
-			b->ops.confirm(b->ctx, token, BROKER_LOST);
-	}
+	broker_confirms_lost(b);
 }
 
 void
@@ -1551,10 +1318,10 @@ broker_free(struct broker *b)
 	if (b == NULL)
 		return;
 	broker_stop(b);
-	empty_amqp_pool(&b->props_pool);
+	content_free(b->content);
 	connector_params_clear(&b->params);
 	nodes_free(b->order);
 	free(b->ring);
-	free(b->tags);
+	tags_free(b->tags);
 	free(b);
 }
