@@ -22,9 +22,6 @@
  * Exit: after N acked messages (-n), or on SIGTERM/SIGINT, printing the
  * count and elapsed time; status 1 on any broker or usage error.
  */
-#ifdef HAVE_CONFIG_H
-#include "config.h"   /* _GNU_SOURCE, from AC_USE_SYSTEM_EXTENSIONS */
-#endif
 
 #include <errno.h>
 #include <inttypes.h>

@@ -23,9 +23,6 @@
  *
  * Exit status 1 on any broker or usage error.  Plain blocking rabbitmq-c.
  */
-#ifdef HAVE_CONFIG_H
-#include "config.h"
-#endif
 
 #include <errno.h>
 #include <inttypes.h>

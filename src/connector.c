@@ -17,7 +17,6 @@
 #include <openssl/ssl.h>
 #include <openssl/x509v3.h>
 
-#include "config.h"
 #include "buf.h"
 
 /* Channels used only while setting up, to probe and declare queues: a

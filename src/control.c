@@ -9,7 +9,6 @@
 #include <sys/random.h>
 #include <amqp_framing.h>
 
-#include "config.h"
 #include "buf.h"
 #include "idset.h"
 #include "ctlreq.h"

@@ -1,7 +1,4 @@
 /* coro: stackful coroutines on libev; see coro.h for the concepts. */
-#ifdef HAVE_CONFIG_H
-#include "config.h"
-#endif
 #include "coro.h"
 
 #include <errno.h>

@@ -29,7 +29,6 @@
  *  - the response body is capped at the task's max_response;
  *  - proxies from the environment are ignored.
  */
-#include "config.h"
 
 #include <ctype.h>
 #include <stdlib.h>

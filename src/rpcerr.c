@@ -1,7 +1,4 @@
 /* rpcerr: the text of a failed rabbitmq-c RPC (rpcerr.h). */
-#ifdef HAVE_CONFIG_H
-#include "config.h"
-#endif
 
 #include <amqp.h>
 #include <amqp_framing.h>

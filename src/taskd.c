@@ -13,7 +13,6 @@
 #include <unistd.h>
 #include <ev.h>
 
-#include "config.h"
 #include "broker.h"
 #include "connector.h"
 #include "control.h"

@@ -1,7 +1,3 @@
-#ifdef HAVE_CONFIG_H
-#include "config.h"
-#endif
-
 #include <check.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -466,7 +462,6 @@ START_TEST(test_cancel_each_wait)
 	ck_assert_int_eq(kill(cancelled_child, 0), -1);
 }
 END_TEST
-
 
 /* ---- finishing at scale: every path that ends a coroutine ------------ */
 

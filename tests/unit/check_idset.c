@@ -1,7 +1,3 @@
-#ifdef HAVE_CONFIG_H
-#include "config.h"
-#endif
-
 #include <check.h>
 #include <stdio.h>
 #include <string.h>

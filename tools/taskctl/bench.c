@@ -7,9 +7,6 @@
  * neither direction waits on the other: results are read while tasks are
  * still going out.
  */
-#ifdef HAVE_CONFIG_H
-#include "config.h"
-#endif
 
 #include <err.h>
 #include <errno.h>
@@ -194,7 +191,6 @@ bench_allowed(const struct bench *b, uint64_t now)
 		batch = BENCH_BATCH;
 	return allowed < batch ? allowed : batch;
 }
-
 
 static int
 bench_publish(struct bench *b, uint64_t count)

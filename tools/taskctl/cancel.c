@@ -7,9 +7,6 @@
  * it ran), finished (too late), not_here.  Every node, and every node
  * started within the TTL, remembers the ids anyway.
  */
-#ifdef HAVE_CONFIG_H
-#include "config.h"
-#endif
 
 #include <err.h>
 #include <stdio.h>

@@ -1,7 +1,4 @@
 /* cli: exit codes, parsing, clock, ids, signals (cli.h). */
-#ifdef HAVE_CONFIG_H
-#include "config.h"
-#endif
 
 #include <errno.h>
 #include <math.h>

@@ -1,7 +1,4 @@
 /* client: the broker connection and message assembly (client.h). */
-#ifdef HAVE_CONFIG_H
-#include "config.h"
-#endif
 
 #include <err.h>
 #include <stdlib.h>

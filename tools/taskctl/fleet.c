@@ -1,7 +1,4 @@
 /* fleet: one control request and its replies (fleet.h). */
-#ifdef HAVE_CONFIG_H
-#include "config.h"
-#endif
 
 #include <err.h>
 #include <stdio.h>

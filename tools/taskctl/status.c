@@ -5,9 +5,6 @@
  * under it; --json prints the replies as one JSON array, sorted by node
  * id, each object as the node sent it (docs/protocol.md lists the keys).
  */
-#ifdef HAVE_CONFIG_H
-#include "config.h"
-#endif
 
 #include <err.h>
 #include <stdio.h>

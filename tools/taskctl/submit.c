@@ -6,9 +6,6 @@
  * channel, so a missing queue or a broker that refused the task is an
  * error instead of a silent loss.
  */
-#ifdef HAVE_CONFIG_H
-#include "config.h"
-#endif
 
 #include <err.h>
 #include <stdio.h>

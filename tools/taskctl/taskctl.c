@@ -1,7 +1,4 @@
 /* taskctl: the command line and the commands' table (taskctl.h). */
-#ifdef HAVE_CONFIG_H
-#include "config.h"
-#endif
 
 #include <err.h>
 #include <stdio.h>
