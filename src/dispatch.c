@@ -834,8 +834,10 @@ static bool
 task_vet(struct task *t, const amqp_basic_properties_t *props)
 {
 	struct dispatch *d = t->d;
+	/* Only a redelivery can be a failover's (a copy taskd published is
+	 * not redelivered: its count was vetted when it was made). */
 	if (d->failovers == NULL || d->conf->max_deliveries <= 0 || t->counted == 0 ||
-	    !t->env.id_given)
+	    !t->env.id_given || !t->dlv->redelivered)
 		return false;
 	if (t->dlv->len <= dispatch_max_message(d))
 		t->kept = recount_new(d, props, t->before);
