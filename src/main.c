@@ -5,11 +5,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 #include "config.h"
 #include "conf.h"
+#include "confwarn.h"
 #include "log.h"
 #include "notify.h"
 #include "registry.h"
@@ -43,44 +43,6 @@ report(const char *errs)
 			log_error("%.*s", n, p);
 		p = nl ? nl + 1 : NULL;
 	}
-}
-
-/* True when the URI as written has a password in its user info; "guest"
- * (RabbitMQ's well-known default, refused from other hosts) is no secret. */
-static bool
-uri_has_password(const char *uri)
-{
-	const char *p = strstr(uri, "://");
-	if (p == NULL)
-		return false;
-	p += 3;
-	size_t auth = strcspn(p, "/?#");
-	const char *at = memrchr(p, '@', auth);
-	if (at == NULL)
-		return false;
-	const char *colon = memchr(p, ':', (size_t)(at - p));
-	if (colon == NULL || colon + 1 == at)
-		return false;
-	size_t n = (size_t)(at - colon - 1);
-	return !(n == 5 && memcmp(colon + 1, "guest", 5) == 0);
-}
-
-/* taskd -t: a secret that every local user can read is worth a warning. */
-static void
-warn_readable_secrets(const struct conf *conf)
-{
-	struct stat st;
-	bool pw = false;
-	for (size_t i = 0; conf->broker_uris != NULL && conf->broker_uris[i] != NULL; i++)
-		pw = pw || uri_has_password(conf->broker_uris[i]);
-	if (pw && stat(conf->path, &st) == 0 && (st.st_mode & S_IROTH))
-		fprintf(stderr, "%s: warning: broker.uri holds a password and the file "
-		    "is readable by every user (chmod o-r, or move the password to "
-		    "broker.password_file)\n", conf->path);
-	if (conf->password_file != NULL && stat(conf->password_file, &st) == 0 &&
-	    (st.st_mode & S_IROTH))
-		fprintf(stderr, "%s: warning: broker.password_file %s is readable by "
-		    "every user (chmod o-r)\n", conf->path, conf->password_file);
 }
 
 /* Without -f and outside systemd: detach from the terminal. */
@@ -154,8 +116,7 @@ main(int argc, char **argv)
 	log_set_level((enum log_level)(level >= 0 ? level : conf->log_level));
 
 	if (check) {
-		taskd_conf_warnings(conf);
-		warn_readable_secrets(conf);
+		confwarn_print(conf, stderr);
 		printf("%s: configuration OK (%zu tasks)\n", path, registry_count(reg));
 		registry_free(reg);
 		conf_free(conf);

@@ -15,6 +15,7 @@
 
 #include "config.h"
 #include "broker.h"
+#include "confwarn.h"
 #include "connector.h"
 #include "control.h"
 #include "coro.h"
@@ -28,19 +29,11 @@
 #include "result.h"
 #include "stats.h"
 
-/* Mappings besides coroutine stacks: libraries, heap, curl, the pool's
- * buffers (a running taskd maps a few hundred). */
-#define TASKD_MAPS_RESERVE 1000
-
 /* How often STATUS= is refreshed for `systemctl status`. */
 #define TASKD_STATUS_EVERY 5.0
 #define TASKD_TICK_EVERY 2.0
 /* Slack over the remaining grace when asking the manager for more time. */
 #define TASKD_STOP_SLACK 15.0
-
-/* RabbitMQ's default consumer_timeout: a delivery unacked this long makes
- * the broker close the channel under the task. */
-#define TASKD_CONSUMER_TIMEOUT 1800.0
 
 enum taskd_state {
 	TASKD_RUNNING,   /* consuming and running tasks */
@@ -81,45 +74,6 @@ taskd_usable_cpus(void)
 {
 	char why[2048];
 	return cpus_usable(0, why, sizeof(why));
-}
-
-/* vm.max_map_count, or 0 when it cannot be read (not Linux, no /proc). */
-static long
-taskd_max_map_count(void)
-{
-	FILE *f = fopen("/proc/sys/vm/max_map_count", "re");
-	long n = 0;
-
-	if (f == NULL)
-		return 0;
-	if (fscanf(f, "%ld", &n) != 1)
-		n = 0;
-	fclose(f);
-	return n;
-}
-
-void
-taskd_conf_warnings(const struct conf *conf)
-{
-	/* Each coroutine stack is two mappings (guard + stack); the process
-	 * needs some more for its libraries and heap.  Past the limit a task
-	 * is answered "error" instead of waiting, so say so before it happens. */
-	long maps = taskd_max_map_count();
-	long want = 2L * conf->io_max_concurrency + TASKD_MAPS_RESERVE;
-	if (maps > 0 && want > maps)
-		log_warn("%s: io.max_concurrency: %d coroutines need about %ld "
-		    "memory mappings, above vm.max_map_count (%ld): tasks past "
-		    "about %ld would fail with \"no memory for a coroutine stack\" "
-		    "(raise vm.max_map_count with sysctl, or lower io.max_concurrency)",
-		    conf->path, conf->io_max_concurrency, want, maps,
-		    (maps - TASKD_MAPS_RESERVE) / 2);
-	for (size_t i = 0; i < conf->ntasks; i++)
-		if (conf->tasks[i].timeout >= TASKD_CONSUMER_TIMEOUT)
-			log_warn("%s:%d: tasks[%zu].timeout: %.0f s is not below the "
-			    "broker's consumer timeout (%.0f s by default): the broker "
-			    "would close the channel under a task that runs that long",
-			    conf->path, conf->tasks[i].line, i, conf->tasks[i].timeout,
-			    TASKD_CONSUMER_TIMEOUT);
 }
 
 static int
@@ -633,7 +587,7 @@ taskd_reload_cb(struct ev_loop *loop, ev_signal *w, int revents)
 		    "configuration stays in force");
 		return;
 	}
-	taskd_conf_warnings(conf);
+	confwarn_log(conf);
 	log_set_level((enum log_level)conf->log_level);
 	(void)coro_set_stack_size(conf->io_stack_size); /* conf checked the range */
 	dispatch_reconfigure(t->dispatch, conf, reg);
@@ -783,7 +737,7 @@ taskd_run(struct conf *conf, struct registry *reg)
 	    conf->cpu_workers > 0 ? "cpu.workers" : "usable cores",
 	    taskd_prefetch(conf), notify_enabled() ? ", notifying systemd" : "",
 	    notify_watchdog_usec() > 0 ? " with watchdog" : "");
-	taskd_conf_warnings(conf);
+	confwarn_log(conf);
 
 	t.state = TASKD_RUNNING;
 	broker_start(t.broker);

@@ -25,8 +25,4 @@ int taskd_run(struct conf *conf, struct registry *reg);
 /* The number of CPUs this process may use (affinity mask). */
 int taskd_usable_cpus(void);
 
-/* Warnings an operator should see about a valid conf (e.g. a task timeout
- * not below the broker's consumer timeout); logged, never fatal. */
-void taskd_conf_warnings(const struct conf *conf);
-
 #endif
