@@ -1,14 +1,16 @@
-/* taskd: a RabbitMQ task worker node.  main() is the life cycle. */
+/* taskd: a RabbitMQ task worker node.  main() is the life cycle: options,
+ * configuration (or its test, -t), start, run, and the teardown in the
+ * reverse order. */
 #include <fcntl.h>
 #include <getopt.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 #include "conf.h"
+#include "confwarn.h"
 #include "log.h"
 #include "notify.h"
 #include "registry.h"
@@ -16,6 +18,13 @@
 #include "worker.h"
 
 #define DEFAULT_CONF SYSCONFDIR "/taskd.conf"
+
+struct options {
+	const char *path;
+	bool foreground;  /* -f */
+	bool check;       /* -t */
+	int level;        /* -l, or -1: log.level of the file */
+};
 
 static void
 usage(FILE *out)
@@ -28,6 +37,39 @@ usage(FILE *out)
 	    "  -l LEVEL  log level: error, warn, info, debug\n"
 	    "  -V        print the version\n"
 	    "  -h        this help\n", DEFAULT_CONF);
+}
+
+/* Fills o from the command line.  Returns 0 to go on, or -1 with *status
+ * the exit status when there is nothing more to do (-V, -h, a mistake). */
+static int
+parse_options(struct options *o, int argc, char **argv, int *status)
+{
+	int opt;
+
+	*o = (struct options){ .path = DEFAULT_CONF, .level = -1 };
+	*status = 1;
+	while ((opt = getopt(argc, argv, "c:ftl:Vh")) != -1) {
+		switch (opt) {
+		case 'c': o->path = optarg; break;
+		case 'f': o->foreground = true; break;
+		case 't': o->check = true; break;
+		case 'l':
+			o->level = log_level_parse(optarg);
+			if (o->level < 0) {
+				fprintf(stderr, "taskd: -l %s: not one of error, warn, info, debug\n", optarg);
+				return -1;
+			}
+			break;
+		case 'V': printf("taskd %s\n", PACKAGE_VERSION); *status = 0; return -1;
+		case 'h': usage(stdout); *status = 0; return -1;
+		default: usage(stderr); return -1;
+		}
+	}
+	if (optind != argc) {
+		usage(stderr);
+		return -1;
+	}
+	return 0;
 }
 
 /* Prints each "file:line: key: problem" line of errs through the log. */
@@ -44,42 +86,38 @@ report(const char *errs)
 	}
 }
 
-/* True when the URI as written has a password in its user info; "guest"
- * (RabbitMQ's well-known default, refused from other hosts) is no secret. */
-static bool
-uri_has_password(const char *uri)
+/* The configuration and its task table, both or neither.  A refused file
+ * is said once: as it is to stderr under -t, through the log otherwise. */
+static int
+load_config(const struct options *o, struct conf **conf, struct registry **reg)
 {
-	const char *p = strstr(uri, "://");
-	if (p == NULL)
-		return false;
-	p += 3;
-	size_t auth = strcspn(p, "/?#");
-	const char *at = memrchr(p, '@', auth);
-	if (at == NULL)
-		return false;
-	const char *colon = memchr(p, ':', (size_t)(at - p));
-	if (colon == NULL || colon + 1 == at)
-		return false;
-	size_t n = (size_t)(at - colon - 1);
-	return !(n == 5 && memcmp(colon + 1, "guest", 5) == 0);
+	char *errs = NULL;
+
+	*conf = conf_load(o->path, &errs);
+	*reg = *conf ? registry_build(*conf, &errs) : NULL;
+	if (*reg == NULL) {
+		if (o->check)
+			fputs(errs ? errs : "out of memory\n", stderr);
+		else
+			report(errs);
+		free(errs);
+		conf_free(*conf);
+		*conf = NULL;
+		if (!o->check)
+			log_error("%s: configuration refused, not starting", o->path);
+		return -1;
+	}
+	log_set_level((enum log_level)(o->level >= 0 ? o->level : (*conf)->log_level));
+	return 0;
 }
 
-/* taskd -t: a secret that every local user can read is worth a warning. */
-static void
-warn_readable_secrets(const struct conf *conf)
+/* taskd -t on a file that loaded: its warnings, then the verdict. */
+static int
+test_config(const struct options *o, const struct conf *conf, const struct registry *reg)
 {
-	struct stat st;
-	bool pw = false;
-	for (size_t i = 0; conf->broker_uris != NULL && conf->broker_uris[i] != NULL; i++)
-		pw = pw || uri_has_password(conf->broker_uris[i]);
-	if (pw && stat(conf->path, &st) == 0 && (st.st_mode & S_IROTH))
-		fprintf(stderr, "%s: warning: broker.uri holds a password and the file "
-		    "is readable by every user (chmod o-r, or move the password to "
-		    "broker.password_file)\n", conf->path);
-	if (conf->password_file != NULL && stat(conf->password_file, &st) == 0 &&
-	    (st.st_mode & S_IROTH))
-		fprintf(stderr, "%s: warning: broker.password_file %s is readable by "
-		    "every user (chmod o-r)\n", conf->path, conf->password_file);
+	confwarn_print(conf, stderr);
+	printf("%s: configuration OK (%zu tasks)\n", o->path, registry_count(reg));
+	return 0;
 }
 
 /* Without -f and outside systemd: detach from the terminal. */
@@ -103,73 +141,63 @@ detach(void)
 	return chdir("/");
 }
 
+/* The process becomes the service: detached unless told otherwise, and
+ * talking to the service manager when there is one (notify_close() at the
+ * end of main). */
+static int
+start(const struct options *o)
+{
+	if (!o->foreground && getenv("NOTIFY_SOCKET") == NULL && getenv("INVOCATION_ID") == NULL &&
+	    detach() < 0) {
+		log_error("cannot detach from the terminal");
+		return -1;
+	}
+	char nerr[256];
+	if (notify_init(nerr, sizeof(nerr)) < 0)
+		log_warn("%s", nerr);
+	return 0;
+}
+
 int
 main(int argc, char **argv)
 {
-	const char *path = DEFAULT_CONF;
-	int foreground = 0, check = 0, level = -1, opt;
+	struct options o;
+	struct conf *conf = NULL;
+	struct registry *reg = NULL;
+	struct taskd *t = NULL;
+	int status;
 
 	/* The CPU pool starts its workers as this binary (worker.h). */
 	if (worker_wanted())
 		return worker_main();
 
-	while ((opt = getopt(argc, argv, "c:ftl:Vh")) != -1) {
-		switch (opt) {
-		case 'c': path = optarg; break;
-		case 'f': foreground = 1; break;
-		case 't': check = 1; break;
-		case 'l':
-			level = log_level_parse(optarg);
-			if (level < 0) {
-				fprintf(stderr, "taskd: -l %s: not one of error, warn, info, debug\n", optarg);
-				return 1;
-			}
-			break;
-		case 'V': printf("taskd %s\n", PACKAGE_VERSION); return 0;
-		case 'h': usage(stdout); return 0;
-		default: usage(stderr); return 1;
-		}
-	}
-	if (optind != argc) {
-		usage(stderr);
-		return 1;
-	}
-
+	if (parse_options(&o, argc, argv, &status) < 0)
+		return status;
 	log_init();
-	char *errs = NULL;
-	struct conf *conf = conf_load(path, &errs);
-	struct registry *reg = conf ? registry_build(conf, &errs) : NULL;
-	if (reg == NULL) {
-		if (check)
-			fputs(errs ? errs : "out of memory\n", stderr);
-		else
-			report(errs);
-		free(errs);
-		conf_free(conf);
-		if (!check)
-			log_error("%s: configuration refused, not starting", path);
+	if (load_config(&o, &conf, &reg) < 0)
 		return 1;
-	}
-	log_set_level((enum log_level)(level >= 0 ? level : conf->log_level));
-
-	if (check) {
-		taskd_conf_warnings(conf);
-		warn_readable_secrets(conf);
-		printf("%s: configuration OK (%zu tasks)\n", path, registry_count(reg));
-		registry_free(reg);
-		conf_free(conf);
-		return 0;
+	if (o.check) {
+		status = test_config(&o, conf, reg);
+		goto out_config;
 	}
 
-	if (!foreground && getenv("NOTIFY_SOCKET") == NULL && getenv("INVOCATION_ID") == NULL &&
-	    detach() < 0) {
-		log_error("cannot detach from the terminal");
-		registry_free(reg);
-		conf_free(conf);
-		return 1;
-	}
-	char nerr[256];
-	if (notify_init(nerr, sizeof(nerr)) < 0)
-		log_warn("%s", nerr);
-	return taskd_run(conf, reg);
+	status = 1;
+	if (start(&o) < 0)
+		goto out_config;
+	t = taskd_start(conf, reg);
+	if (t == NULL)
+		goto out_notify;
+	/* The daemon's from here on: a reload replaces them. */
+	conf = NULL;
+	reg = NULL;
+
+	status = taskd_run(t);
+
+	taskd_free(t);
+out_notify:
+	notify_close();
+out_config:
+	registry_free(reg);
+	conf_free(conf);
+	return status;
 }

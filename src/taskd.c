@@ -14,6 +14,7 @@
 #include <ev.h>
 
 #include "broker.h"
+#include "confwarn.h"
 #include "connector.h"
 #include "control.h"
 #include "coro.h"
@@ -27,19 +28,11 @@
 #include "result.h"
 #include "stats.h"
 
-/* Mappings besides coroutine stacks: libraries, heap, curl, the pool's
- * buffers (a running taskd maps a few hundred). */
-#define TASKD_MAPS_RESERVE 1000
-
 /* How often STATUS= is refreshed for `systemctl status`. */
 #define TASKD_STATUS_EVERY 5.0
 #define TASKD_TICK_EVERY 2.0
 /* Slack over the remaining grace when asking the manager for more time. */
 #define TASKD_STOP_SLACK 15.0
-
-/* RabbitMQ's default consumer_timeout: a delivery unacked this long makes
- * the broker close the channel under the task. */
-#define TASKD_CONSUMER_TIMEOUT 1800.0
 
 enum taskd_state {
 	TASKD_RUNNING,   /* consuming and running tasks */
@@ -57,7 +50,7 @@ struct taskd {
 	struct broker *broker;
 	struct dispatch *dispatch;
 	struct pool *pool;   /* the CPU workers */
-	char *node_id;       /* "host:pid" */
+	char node_id[300];   /* "host:pid" */
 	struct control *control;   /* fleet control (control.h) */
 	ev_signal sigterm, sigint, sighup;
 	ev_timer grace;
@@ -80,45 +73,6 @@ taskd_usable_cpus(void)
 {
 	char why[2048];
 	return cpus_usable(0, why, sizeof(why));
-}
-
-/* vm.max_map_count, or 0 when it cannot be read (not Linux, no /proc). */
-static long
-taskd_max_map_count(void)
-{
-	FILE *f = fopen("/proc/sys/vm/max_map_count", "re");
-	long n = 0;
-
-	if (f == NULL)
-		return 0;
-	if (fscanf(f, "%ld", &n) != 1)
-		n = 0;
-	fclose(f);
-	return n;
-}
-
-void
-taskd_conf_warnings(const struct conf *conf)
-{
-	/* Each coroutine stack is two mappings (guard + stack); the process
-	 * needs some more for its libraries and heap.  Past the limit a task
-	 * is answered "error" instead of waiting, so say so before it happens. */
-	long maps = taskd_max_map_count();
-	long want = 2L * conf->io_max_concurrency + TASKD_MAPS_RESERVE;
-	if (maps > 0 && want > maps)
-		log_warn("%s: io.max_concurrency: %d coroutines need about %ld "
-		    "memory mappings, above vm.max_map_count (%ld): tasks past "
-		    "about %ld would fail with \"no memory for a coroutine stack\" "
-		    "(raise vm.max_map_count with sysctl, or lower io.max_concurrency)",
-		    conf->path, conf->io_max_concurrency, want, maps,
-		    (maps - TASKD_MAPS_RESERVE) / 2);
-	for (size_t i = 0; i < conf->ntasks; i++)
-		if (conf->tasks[i].timeout >= TASKD_CONSUMER_TIMEOUT)
-			log_warn("%s:%d: tasks[%zu].timeout: %.0f s is not below the "
-			    "broker's consumer timeout (%.0f s by default): the broker "
-			    "would close the channel under a task that runs that long",
-			    conf->path, conf->tasks[i].line, i, conf->tasks[i].timeout,
-			    TASKD_CONSUMER_TIMEOUT);
 }
 
 static int
@@ -632,7 +586,7 @@ taskd_reload_cb(struct ev_loop *loop, ev_signal *w, int revents)
 		    "configuration stays in force");
 		return;
 	}
-	taskd_conf_warnings(conf);
+	confwarn_log(conf);
 	log_set_level((enum log_level)conf->log_level);
 	(void)coro_set_stack_size(conf->io_stack_size); /* conf checked the range */
 	dispatch_reconfigure(t->dispatch, conf, reg);
@@ -669,109 +623,100 @@ taskd_reload_cb(struct ev_loop *loop, ev_signal *w, int revents)
 	taskd_ready_again(t, NULL);
 }
 
-int
-taskd_run(struct conf *conf, struct registry *reg)
+/* The watchers, before anything can fail: taskd_free() stops them all,
+ * started or not. */
+static void
+taskd_watchers_init(struct taskd *t)
 {
-	struct taskd t = { 0 };
-	char host[256] = "localhost";
-	char node_id[300];
+	ev_signal_init(&t->sigterm, taskd_stop_cb, SIGTERM);
+	ev_signal_init(&t->sigint, taskd_stop_cb, SIGINT);
+	ev_signal_init(&t->sighup, taskd_reload_cb, SIGHUP);
+	ev_timer_init(&t->grace, taskd_grace_cb, 0.0, 0.0);
+	ev_timer_init(&t->finish, taskd_finish_cb, 0.0, 0.0);
+	ev_timer_init(&t->reconnect, taskd_reconnect_cb, 0.0, 0.0);
+	ev_timer_init(&t->status, taskd_status_cb, TASKD_STATUS_EVERY, TASKD_STATUS_EVERY);
+	ev_timer_init(&t->watchdog, taskd_watchdog_cb, 0.0, notify_watchdog_usec() / 2e6);
+	ev_timer_init(&t->tick, taskd_tick_cb, TASKD_TICK_EVERY, TASKD_TICK_EVERY);
+	t->sigterm.data = t->sigint.data = t->sighup.data = t;
+	t->grace.data = t->finish.data = t->reconnect.data = t;
+	t->status.data = t->watchdog.data = t->tick.data = t;
+}
 
-	t.conf = conf;
-	t.reg = reg;
-	t.exit_status = 0;
+struct taskd *
+taskd_start(struct conf *conf, struct registry *reg)
+{
+	char why[2048], err[512];
+	struct taskd *t = calloc(1, sizeof(*t));
+	if (t == NULL) {
+		log_error("out of memory at start");
+		return NULL;
+	}
+	taskd_watchers_init(t);
+
 	/* Signals arrive through a signalfd, so no handler ever runs on a
 	 * coroutine's small stack. */
-	t.loop = ev_default_loop(EVFLAG_SIGNALFD);
-	if (t.loop == NULL) {
+	t->loop = ev_default_loop(EVFLAG_SIGNALFD);
+	if (t->loop == NULL) {
 		log_error("cannot initialise the event loop");
-		conf_free(conf);
-		registry_free(reg);
-		return 1;
+		goto fail;
 	}
 	/* A peer that vanished must give EPIPE, not kill the daemon. */
 	signal(SIGPIPE, SIG_IGN);
 	/* I/O tasks run on coroutines of this loop (coro.h). */
-	if (coro_setup(t.loop, conf->io_stack_size) < 0) {
+	if (coro_setup(t->loop, conf->io_stack_size) < 0) {
 		log_error("cannot set up coroutines: %s", strerror(errno));
-		conf_free(conf);
-		registry_free(reg);
-		return 1;
+		goto fail;
 	}
 
+	char host[256] = "localhost";
 	(void)gethostname(host, sizeof(host) - 1);
-	snprintf(node_id, sizeof(node_id), "%s:%ld", host, (long)getpid());
-	t.node_id = node_id;
+	snprintf(t->node_id, sizeof(t->node_id), "%s:%ld", host, (long)getpid());
 
-	t.dispatch = dispatch_new(t.loop, conf, reg, node_id);
+	t->dispatch = dispatch_new(t->loop, conf, reg, t->node_id);
 	struct connector_params p;
-	taskd_params(&p, conf, node_id);
-	if (t.dispatch != NULL)
-		t.broker = broker_new(t.loop, &p, conf->max_payload, conf->max_unconfirmed,
-		    conf->reconnect_max, &taskd_broker_ops, &t);
-	if (t.dispatch == NULL || t.broker == NULL) {
+	taskd_params(&p, conf, t->node_id);
+	if (t->dispatch != NULL)
+		t->broker = broker_new(t->loop, &p, conf->max_payload, conf->max_unconfirmed,
+		    conf->reconnect_max, &taskd_broker_ops, t);
+	if (t->dispatch == NULL || t->broker == NULL) {
 		log_error("out of memory at start");
-		dispatch_free(t.dispatch);
-		conf_free(conf);
-		registry_free(reg);
-		return 1;
+		goto fail;
 	}
-	dispatch_attach(t.dispatch, t.broker);
+	dispatch_attach(t->dispatch, t->broker);
 
 	/* The CPU workers are forked now, while the daemon is one thread: the
 	 * broker connector and curl's resolver start threads later (workers
 	 * are exec'd, so later replacements are safe too; docs/pool.md). */
 	struct pool_params pp;
-	char why[2048], err[512];
 	taskd_pool_params(&pp, conf, why, sizeof(why));
-	t.pool = pool_new(t.loop, &pp, err, sizeof(err));
-	if (t.pool == NULL) {
+	t->pool = pool_new(t->loop, &pp, err, sizeof(err));
+	if (t->pool == NULL) {
 		log_error("cannot start the cpu pool: %s", err);
-		dispatch_free(t.dispatch);
-		broker_free(t.broker);
-		conf_free(conf);
-		registry_free(reg);
-		return 1;
+		goto fail;
 	}
-	dispatch_set_pool(t.dispatch, t.pool);
+	dispatch_set_pool(t->dispatch, t->pool);
 	log_info("cpu pool: %d workers (%s)", pp.size, why);
-	struct control_params cp = { conf->control_exchange, conf->cancel_ttl, node_id };
-	t.control = control_new(t.loop, t.broker, t.dispatch, t.pool, &cp);
-	if (t.control == NULL)
+	struct control_params cp = { conf->control_exchange, conf->cancel_ttl, t->node_id };
+	t->control = control_new(t->loop, t->broker, t->dispatch, t->pool, &cp);
+	if (t->control == NULL)
 		log_error("out of memory: fleet control is off");
 
 	struct timespec now;
 	clock_gettime(CLOCK_REALTIME, &now);
-	t.start_time = (double)now.tv_sec + now.tv_nsec / 1e9;
-	if (taskd_metrics_open(&t, conf->metrics_listen, err, sizeof(err)) < 0) {
+	t->start_time = (double)now.tv_sec + now.tv_nsec / 1e9;
+	if (taskd_metrics_open(t, conf->metrics_listen, err, sizeof(err)) < 0) {
 		log_error("metrics.listen: %s", err);
-		pool_free(t.pool);
-		dispatch_free(t.dispatch);
-		broker_free(t.broker);
-		conf_free(conf);
-		registry_free(reg);
-		return 1;
+		goto fail;
 	}
 
-	ev_signal_init(&t.sigterm, taskd_stop_cb, SIGTERM);
-	ev_signal_init(&t.sigint, taskd_stop_cb, SIGINT);
-	ev_signal_init(&t.sighup, taskd_reload_cb, SIGHUP);
-	ev_timer_init(&t.grace, taskd_grace_cb, 0.0, 0.0);
-	ev_timer_init(&t.finish, taskd_finish_cb, 0.0, 0.0);
-	ev_timer_init(&t.reconnect, taskd_reconnect_cb, 0.0, 0.0);
-	t.reconnect.data = &t;
-	ev_timer_init(&t.status, taskd_status_cb, TASKD_STATUS_EVERY, TASKD_STATUS_EVERY);
-	ev_timer_init(&t.watchdog, taskd_watchdog_cb, 0.0, notify_watchdog_usec() / 2e6);
-	t.sigterm.data = t.sigint.data = t.sighup.data = t.grace.data = &t;
-	ev_timer_init(&t.tick, taskd_tick_cb, TASKD_TICK_EVERY, TASKD_TICK_EVERY);
-	t.status.data = t.watchdog.data = t.tick.data = &t;
-	ev_timer_start(t.loop, &t.tick);
+	ev_timer_start(t->loop, &t->tick);
 	if (notify_enabled())
-		ev_timer_start(t.loop, &t.status);
+		ev_timer_start(t->loop, &t->status);
 	if (notify_watchdog_usec() > 0)
-		ev_timer_start(t.loop, &t.watchdog);
-	ev_signal_start(t.loop, &t.sigterm);
-	ev_signal_start(t.loop, &t.sigint);
-	ev_signal_start(t.loop, &t.sighup);
+		ev_timer_start(t->loop, &t->watchdog);
+	ev_signal_start(t->loop, &t->sigterm);
+	ev_signal_start(t->loop, &t->sigint);
+	ev_signal_start(t->loop, &t->sighup);
 
 	log_info("taskd %s starting: config %s, broker %s:%d%s, queue '%s', %zu tasks, "
 	    "io concurrency %d, cpu %d (%s), prefetch %d%s%s",
@@ -782,43 +727,73 @@ taskd_run(struct conf *conf, struct registry *reg)
 	    conf->cpu_workers > 0 ? "cpu.workers" : "usable cores",
 	    taskd_prefetch(conf), notify_enabled() ? ", notifying systemd" : "",
 	    notify_watchdog_usec() > 0 ? " with watchdog" : "");
-	taskd_conf_warnings(conf);
+	confwarn_log(conf);
+	/* Only now the daemon's: on failure they are still the caller's. */
+	t->conf = conf;
+	t->reg = reg;
+	return t;
 
-	t.state = TASKD_RUNNING;
-	broker_start(t.broker);
-	ev_run(t.loop, 0);
-	t.state = TASKD_STOPPED;
+fail:
+	taskd_free(t);
+	return NULL;
+}
 
+int
+taskd_run(struct taskd *t)
+{
+	t->state = TASKD_RUNNING;
+	broker_start(t->broker);
+	ev_run(t->loop, 0);
+	t->state = TASKD_STOPPED;
+	return t->exit_status;
+}
+
+/* The modules in the order they must go (the broker's last acks before
+ * the dispatcher that owns their tasks; the pool's children after the
+ * tasks that use them), each only if it was made. */
+void
+taskd_free(struct taskd *t)
+{
+	if (t == NULL)
+		return;
+	/* A daemon that never ran has no totals to tell (calloc left it in
+	 * the first state, taskd_run() sets the last). */
+	bool ran = t->state == TASKD_STOPPED;
 	struct dispatch_stats st;
-	dispatch_stats(t.dispatch, &st);
-	metrics_free(t.metrics);
-	broker_stop(t.broker);
-	control_free(t.control);
-	dispatch_free(t.dispatch);
-	pool_free(t.pool);
-	broker_free(t.broker);
+	if (ran)
+		dispatch_stats(t->dispatch, &st);
+	metrics_free(t->metrics);
+	if (t->broker != NULL)
+		broker_stop(t->broker);
+	control_free(t->control);
+	dispatch_free(t->dispatch);
+	pool_free(t->pool);
+	broker_free(t->broker);
 	coro_teardown();
 	fetch_teardown();
 	/* An attempt stuck in a name lookup or TCP connect ends at its own
 	 * timeout; a stop does not wait that long for it. */
 	if (!connector_settle(1.0))
 		log_info("exiting with a broker connection attempt still under way");
-	ev_timer_stop(t.loop, &t.grace);
-	ev_timer_stop(t.loop, &t.finish);
-	ev_timer_stop(t.loop, &t.reconnect);
-	ev_timer_stop(t.loop, &t.status);
-	ev_timer_stop(t.loop, &t.watchdog);
-	ev_timer_stop(t.loop, &t.tick);
-	ev_signal_stop(t.loop, &t.sigterm);
-	ev_signal_stop(t.loop, &t.sigint);
-	ev_signal_stop(t.loop, &t.sighup);
-	log_info("stopped: %llu ok, %llu failed, %llu rejected, %llu requeued",
-	    (unsigned long long)st.ok, (unsigned long long)st.failed,
-	    (unsigned long long)st.rejected, (unsigned long long)st.requeued);
-	notify_close();
-	ev_loop_destroy(t.loop);
-	registry_free(t.reg);
-	conf_free(t.conf);
+	if (t->loop != NULL) {
+		ev_timer_stop(t->loop, &t->grace);
+		ev_timer_stop(t->loop, &t->finish);
+		ev_timer_stop(t->loop, &t->reconnect);
+		ev_timer_stop(t->loop, &t->status);
+		ev_timer_stop(t->loop, &t->watchdog);
+		ev_timer_stop(t->loop, &t->tick);
+		ev_signal_stop(t->loop, &t->sigterm);
+		ev_signal_stop(t->loop, &t->sigint);
+		ev_signal_stop(t->loop, &t->sighup);
+	}
+	if (ran)
+		log_info("stopped: %llu ok, %llu failed, %llu rejected, %llu requeued",
+		    (unsigned long long)st.ok, (unsigned long long)st.failed,
+		    (unsigned long long)st.rejected, (unsigned long long)st.requeued);
+	if (t->loop != NULL)
+		ev_loop_destroy(t->loop);
+	registry_free(t->reg);
+	conf_free(t->conf);
 	stats_reset();
-	return t.exit_status;
+	free(t);
 }

@@ -18,15 +18,27 @@
 #include "conf.h"
 #include "registry.h"
 
-/* Runs the daemon until it stops.  Takes ownership of conf and reg.
- * Returns the process exit status (0 clean stop, 1 fatal error). */
-int taskd_run(struct conf *conf, struct registry *reg);
+struct taskd;
+
+/* Builds the daemon around conf and reg: the event loop, the dispatcher,
+ * the broker connection (not yet made), the CPU workers, fleet control and
+ * the metrics listener.  On success the daemon owns conf and reg (a reload
+ * replaces them) and logs its start line and the warnings about conf
+ * (confwarn.h).  Returns NULL, the reason logged and whatever was built
+ * torn down, when a part cannot be had; conf and reg are then still the
+ * caller's. */
+struct taskd *taskd_start(struct conf *conf, struct registry *reg);
+
+/* Connects and runs until a stop signal's drain is over.  Returns the
+ * process exit status (0 clean stop, 1 fatal error). */
+int taskd_run(struct taskd *t);
+
+/* Stops and frees what taskd_start() built, the broker's last acks
+ * flushed, in one order whether or not the daemon ran, with the conf and
+ * registry in force.  t may be NULL. */
+void taskd_free(struct taskd *t);
 
 /* The number of CPUs this process may use (affinity mask). */
 int taskd_usable_cpus(void);
-
-/* Warnings an operator should see about a valid conf (e.g. a task timeout
- * not below the broker's consumer timeout); logged, never fatal. */
-void taskd_conf_warnings(const struct conf *conf);
 
 #endif

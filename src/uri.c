@@ -317,3 +317,21 @@ uri_copy(struct uri *dst, const struct uri *src)
 	*dst = r;
 	return 0;
 }
+
+bool
+uri_has_password(const char *s)
+{
+	const char *p = strstr(s, "://");
+	if (p == NULL)
+		return false;
+	p += 3;
+	size_t auth = strcspn(p, "/?#");
+	const char *at = memrchr(p, '@', auth);
+	if (at == NULL)
+		return false;
+	const char *colon = memchr(p, ':', (size_t)(at - p));
+	if (colon == NULL || colon + 1 == at)
+		return false;
+	size_t n = (size_t)(at - colon - 1);
+	return !(n == 5 && memcmp(colon + 1, "guest", 5) == 0);
+}

@@ -29,4 +29,11 @@ void uri_free(struct uri *u);
 /* Copies src into dst (zeroed by the caller). Returns 0 or -1 (no memory). */
 int uri_copy(struct uri *dst, const struct uri *src);
 
+/* Whether s, as written (escapes not decoded, not validated), carries a
+ * password in its user info: "amqp://u:secret@h" does, "amqp://u@h" and
+ * "amqp://u:@h" do not.  "guest" counts as none: it is RabbitMQ's
+ * well-known default, refused from other hosts, and no secret.  For the
+ * warning about a config file every user can read. */
+bool uri_has_password(const char *s);
+
 #endif

@@ -156,6 +156,29 @@ START_TEST(test_copy)
 }
 END_TEST
 
+START_TEST(test_has_password)
+{
+	ck_assert(uri_has_password("amqp://u:secret@h:5672/v"));
+	ck_assert(uri_has_password("amqps://:p@h"));
+	/* The last '@' of the authority ends the credentials. */
+	ck_assert(uri_has_password("amqp://u:a:b@c@h/v"));
+	/* As written: an escaped "guest" is not the well-known default. */
+	ck_assert(uri_has_password("amqp://u:%67uest@h"));
+	ck_assert(uri_has_password("amqp://u:guests@h"));
+	ck_assert(!uri_has_password("amqp://guest:guest@h"));
+	ck_assert(!uri_has_password("amqp://u:guest@h"));
+	ck_assert(!uri_has_password("amqp://u@h"));
+	ck_assert(!uri_has_password("amqp://u:@h"));
+	ck_assert(!uri_has_password("amqp://h:5672"));
+	ck_assert(!uri_has_password("amqp://h"));
+	/* An '@' past the authority is the vhost's, not credentials. */
+	ck_assert(!uri_has_password("amqp://h:1/u:p@x"));
+	ck_assert(!uri_has_password("amqp://h?u:p@x"));
+	ck_assert(!uri_has_password("no scheme u:p@h"));
+	ck_assert(!uri_has_password(""));
+}
+END_TEST
+
 int
 main(void)
 {
@@ -167,6 +190,7 @@ main(void)
 	tcase_add_test(tc, test_long_host);
 	tcase_add_test(tc, test_small_err_buffer);
 	tcase_add_test(tc, test_copy);
+	tcase_add_test(tc, test_has_password);
 	suite_add_tcase(s, tc);
 
 	SRunner *sr = srunner_create(s);
