@@ -61,6 +61,12 @@ enum key_type {
 	              * of them; min bounds the count, max each length */
 };
 
+/*
+ * One row per key, and the row is the key's whole description: its type,
+ * its range and its default.  conf_new() stores every row's default before
+ * the file is read, and conf_keys_print() shows the rows to the check that
+ * taskd.conf(5) and the shipped taskd.conf agree with them.
+ */
 struct key {
 	const char *name;
 	enum key_type type;
@@ -69,6 +75,14 @@ struct key {
 	const char *const *words;   /* KEY_ENUM; NULL entries are not words */
 	size_t nwords;
 	size_t off;                 /* into struct conf or struct conf_task */
+	/* The default: def for numbers, bools (0 or 1) and enums (the word's
+	 * index); def_str for strings, and for KEY_STRINGS the one element of
+	 * the default list.  A NULL def_str leaves the field NULL (none). */
+	double def;
+	const char *def_str;
+	/* The default as taskd.conf(5) writes it, for the two task keys whose
+	 * stored default is not what applies (see their rows). */
+	const char *def_doc;
 };
 
 struct group {
@@ -95,81 +109,127 @@ static const char *const task_kinds[] = {
 };
 
 #define NWORDS(a) (sizeof(a) / sizeof((a)[0]))
-#define C(f) offsetof(struct conf, f)
-#define T(f) offsetof(struct conf_task, f)
+#define WORDS(a) .words = (a), .nwords = NWORDS(a)
+#define C(f) .off = offsetof(struct conf, f)
+#define T(f) .off = offsetof(struct conf_task, f)
 
 static const struct key broker_keys[] = {
-	{ "uri", KEY_STRINGS, 1, CONF_PATH_MAX, false, NULL, 0, C(broker_uris) },
-	{ "heartbeat", KEY_INT, 0, 3600, false, NULL, 0, C(heartbeat) },
-	{ "prefetch", KEY_INT, 0, 65535, false, NULL, 0, C(prefetch) },
-	{ "connect_timeout", KEY_DOUBLE, 0.1, 300, false, NULL, 0, C(connect_timeout) },
-	{ "reconnect_max", KEY_DOUBLE, 1, 3600, false, NULL, 0, C(reconnect_max) },
-	{ "password_file", KEY_PATH, 1, CONF_PATH_MAX, false, NULL, 0, C(password_file) },
-	{ "cacert", KEY_PATH, 1, CONF_PATH_MAX, false, NULL, 0, C(cacert) },
-	{ "cert", KEY_PATH, 1, CONF_PATH_MAX, false, NULL, 0, C(cert) },
-	{ "key", KEY_PATH, 1, CONF_PATH_MAX, false, NULL, 0, C(key) },
-	{ "max_unconfirmed", KEY_INT, 1, 100000, false, NULL, 0, C(max_unconfirmed) },
-	/* RabbitMQ's own ceiling for max_message_size is 512 MiB. */
-	{ "max_message_size", KEY_SIZE, 1, 536870912, false, NULL, 0, C(max_message_size) },
-	{ NULL, 0, 0, 0, false, NULL, 0, 0 },
+	{ .name = "uri", .type = KEY_STRINGS, .min = 1, .max = CONF_PATH_MAX,
+	  .def_str = CONF_DEFAULT_URI, C(broker_uris) },
+	{ .name = "heartbeat", .type = KEY_INT, .min = 0, .max = 3600,
+	  .def = 30, C(heartbeat) },
+	{ .name = "prefetch", .type = KEY_INT, .min = 0, .max = 65535,
+	  .def = 0, C(prefetch) },
+	{ .name = "connect_timeout", .type = KEY_DOUBLE, .min = 0.1, .max = 300,
+	  .def = 10, C(connect_timeout) },
+	{ .name = "reconnect_max", .type = KEY_DOUBLE, .min = 1, .max = 3600,
+	  .def = 30, C(reconnect_max) },
+	{ .name = "password_file", .type = KEY_PATH, .min = 1, .max = CONF_PATH_MAX,
+	  C(password_file) },
+	{ .name = "cacert", .type = KEY_PATH, .min = 1, .max = CONF_PATH_MAX,
+	  C(cacert) },
+	{ .name = "cert", .type = KEY_PATH, .min = 1, .max = CONF_PATH_MAX,
+	  C(cert) },
+	{ .name = "key", .type = KEY_PATH, .min = 1, .max = CONF_PATH_MAX,
+	  C(key) },
+	{ .name = "max_unconfirmed", .type = KEY_INT, .min = 1, .max = 100000,
+	  .def = 1000, C(max_unconfirmed) },
+	/* RabbitMQ's own ceiling for max_message_size is 512 MiB, and its
+	 * default 128 MiB. */
+	{ .name = "max_message_size", .type = KEY_SIZE, .min = 1, .max = 536870912,
+	  .def = 134217728, C(max_message_size) },
+	{ .name = NULL },
 };
 static const struct key queue_keys[] = {
-	{ "name", KEY_STRING, 1, CONF_NAME_MAX, false, NULL, 0, C(queue_name) },
-	{ "durable", KEY_BOOL, 0, 0, false, NULL, 0, C(queue_durable) },
-	{ "type", KEY_ENUM, 0, 0, false, queue_types, NWORDS(queue_types), C(queue_type) },
-	{ "default_task", KEY_STRING, 0, CONF_NAME_MAX, false, NULL, 0, C(default_task) },
-	{ NULL, 0, 0, 0, false, NULL, 0, 0 },
+	{ .name = "name", .type = KEY_STRING, .min = 1, .max = CONF_NAME_MAX,
+	  .def_str = "distributed_tasks", C(queue_name) },
+	{ .name = "durable", .type = KEY_BOOL, .def = true, C(queue_durable) },
+	{ .name = "type", .type = KEY_ENUM, WORDS(queue_types),
+	  .def = CONF_QUEUE_CLASSIC, C(queue_type) },
+	{ .name = "default_task", .type = KEY_STRING, .min = 0, .max = CONF_NAME_MAX,
+	  .def_str = "", C(default_task) },
+	{ .name = NULL },
 };
 static const struct key reply_keys[] = {
-	{ "queue", KEY_STRING, 0, CONF_NAME_MAX, false, NULL, 0, C(reply_queue) },
-	{ NULL, 0, 0, 0, false, NULL, 0, 0 },
+	{ .name = "queue", .type = KEY_STRING, .min = 0, .max = CONF_NAME_MAX,
+	  .def_str = "distributed_results", C(reply_queue) },
+	{ .name = NULL },
 };
 static const struct key io_keys[] = {
-	{ "max_concurrency", KEY_INT, 1, 1000000, false, NULL, 0, C(io_max_concurrency) },
-	{ "stack_size", KEY_SIZE, 16384, 8388608, false, NULL, 0, C(io_stack_size) },
-	{ NULL, 0, 0, 0, false, NULL, 0, 0 },
+	{ .name = "max_concurrency", .type = KEY_INT, .min = 1, .max = 1000000,
+	  .def = 10000, C(io_max_concurrency) },
+	{ .name = "stack_size", .type = KEY_SIZE, .min = 16384, .max = 8388608,
+	  .def = 65536, C(io_stack_size) },
+	{ .name = NULL },
 };
 static const struct key cpu_keys[] = {
-	{ "workers", KEY_INT, 0, 1024, false, NULL, 0, C(cpu_workers) },
-	{ "max_tasks_per_child", KEY_INT, 0, 1000000000, false, NULL, 0, C(cpu_max_tasks_per_child) },
-	{ "max_memory", KEY_SIZE, 0, 1099511627776.0, false, NULL, 0, C(cpu_max_memory) },
-	{ NULL, 0, 0, 0, false, NULL, 0, 0 },
+	/* 0 means the usable cores, counted where the pool is sized
+	 * (taskd.c, cpus.c): conf only reads the file. */
+	{ .name = "workers", .type = KEY_INT, .min = 0, .max = 1024,
+	  .def = 0, C(cpu_workers) },
+	{ .name = "max_tasks_per_child", .type = KEY_INT, .min = 0, .max = 1000000000,
+	  .def = 0, C(cpu_max_tasks_per_child) },
+	{ .name = "max_memory", .type = KEY_SIZE, .min = 0, .max = 1099511627776.0,
+	  .def = 0, C(cpu_max_memory) },
+	{ .name = NULL },
 };
 static const struct key limits_keys[] = {
-	{ "timeout", KEY_DOUBLE, 0, 86400, true, NULL, 0, C(timeout) },
-	{ "max_payload", KEY_SIZE, 1, 1073741824, false, NULL, 0, C(max_payload) },
-	{ "max_deliveries", KEY_INT, 0, 10000, false, NULL, 0, C(max_deliveries) },
-	{ NULL, 0, 0, 0, false, NULL, 0, 0 },
+	{ .name = "timeout", .type = KEY_DOUBLE, .min = 0, .max = 86400,
+	  .min_open = true, .def = 300, C(timeout) },
+	{ .name = "max_payload", .type = KEY_SIZE, .min = 1, .max = 1073741824,
+	  .def = 16777216, C(max_payload) },
+	{ .name = "max_deliveries", .type = KEY_INT, .min = 0, .max = 10000,
+	  .def = 5, C(max_deliveries) },
+	{ .name = NULL },
 };
 static const struct key log_keys[] = {
-	{ "level", KEY_ENUM, 0, 0, false, log_levels, NWORDS(log_levels), C(log_level) },
-	{ NULL, 0, 0, 0, false, NULL, 0, 0 },
+	{ .name = "level", .type = KEY_ENUM, WORDS(log_levels),
+	  .def = LOG_LEVEL_INFO, C(log_level) },
+	{ .name = NULL },
 };
 static const struct key shutdown_keys[] = {
-	{ "grace", KEY_DOUBLE, 0, 3600, false, NULL, 0, C(shutdown_grace) },
-	{ NULL, 0, 0, 0, false, NULL, 0, 0 },
+	{ .name = "grace", .type = KEY_DOUBLE, .min = 0, .max = 3600,
+	  .def = 30, C(shutdown_grace) },
+	{ .name = NULL },
 };
 static const struct key metrics_keys[] = {
-	{ "listen", KEY_STRING, 0, CONF_NAME_MAX, false, NULL, 0, C(metrics_listen) },
-	{ NULL, 0, 0, 0, false, NULL, 0, 0 },
+	/* Off unless asked for: a port is the machine's, shared by every
+	 * taskd on it (docs/decisions.md). */
+	{ .name = "listen", .type = KEY_STRING, .min = 0, .max = CONF_NAME_MAX,
+	  .def_str = "", C(metrics_listen) },
+	{ .name = NULL },
 };
 
 static const struct key control_keys[] = {
-	{ "exchange", KEY_STRING, 0, CONF_NAME_MAX, false, NULL, 0, C(control_exchange) },
-	{ "cancel_ttl", KEY_DOUBLE, 1, 604800, false, NULL, 0, C(cancel_ttl) },
-	{ NULL, 0, 0, 0, false, NULL, 0, 0 },
+	{ .name = "exchange", .type = KEY_STRING, .min = 0, .max = CONF_NAME_MAX,
+	  .def_str = "taskd.control", C(control_exchange) },
+	{ .name = "cancel_ttl", .type = KEY_DOUBLE, .min = 1, .max = 604800,
+	  .def = 3600, C(cancel_ttl) },
+	{ .name = NULL },
 };
 /* name, exec and allow need more than a table row; see load_task(). */
 static const struct key task_keys[] = {
-	{ "handler", KEY_NAME, 1, CONF_NAME_MAX, false, NULL, 0, T(handler) },
-	{ "kind", KEY_ENUM, 0, 0, false, task_kinds, NWORDS(task_kinds), T(kind) },
-	{ "timeout", KEY_DOUBLE, 0, 86400, true, NULL, 0, T(timeout) },
-	{ "retries", KEY_INT, 0, 100, false, NULL, 0, T(retries) },
-	{ "follow_redirects", KEY_BOOL, 0, 0, false, NULL, 0, T(follow_redirects) },
-	{ "max_response", KEY_SIZE, 1, 1073741824, false, NULL, 0, T(max_response) },
-	{ NULL, 0, 0, 0, false, NULL, 0, 0 },
+	{ .name = "handler", .type = KEY_NAME, .min = 1, .max = CONF_NAME_MAX,
+	  T(handler) },
+	/* No default of the task's own: the handler's kind, or io for exec
+	 * (load_task). */
+	{ .name = "kind", .type = KEY_ENUM, WORDS(task_kinds),
+	  .def = CONF_KIND_DEFAULT, T(kind) },
+	/* The default is limits.timeout, which load_task copies in: it is
+	 * known only once the file's groups are read. */
+	{ .name = "timeout", .type = KEY_DOUBLE, .min = 0, .max = 86400,
+	  .min_open = true, .def_doc = "limits.timeout", T(timeout) },
+	{ .name = "retries", .type = KEY_INT, .min = 0, .max = 100,
+	  .def = 0, T(retries) },
+	{ .name = "follow_redirects", .type = KEY_BOOL, .def = false,
+	  T(follow_redirects) },
+	/* 0 stores "not given", and the http handler's own 1 MiB applies
+	 * (HANDLER_ARGS_MAX_RESPONSE in handler_args.c): conf knows no
+	 * handlers. */
+	{ .name = "max_response", .type = KEY_SIZE, .min = 1, .max = 1073741824,
+	  .def = 0, .def_doc = "1048576", T(max_response) },
+	{ .name = NULL },
 };
-
 static const struct group groups[] = {
 	{ "broker", broker_keys },
 	{ "queue", queue_keys },
@@ -552,6 +612,52 @@ find_key(const struct key *keys, const char *name)
 	return NULL;
 }
 
+/* Stores the default of every row of keys at base + off.  Returns 0, or
+ * -1 when out of memory (what was stored is the caller's to free). */
+static int
+keys_set_defaults(const struct key *keys, void *base)
+{
+	for (const struct key *k = keys; k->name != NULL; k++) {
+		void *field = (char *)base + k->off;
+
+		switch (k->type) {
+		case KEY_INT:
+			*(int *)field = (int)k->def;
+			break;
+		case KEY_SIZE:
+			*(size_t *)field = (size_t)k->def;
+			break;
+		case KEY_DOUBLE:
+			*(double *)field = k->def;
+			break;
+		case KEY_BOOL:
+			*(bool *)field = k->def != 0;
+			break;
+		case KEY_ENUM: {
+			int iv = (int)k->def;
+			memcpy(field, &iv, sizeof(iv));
+			break;
+		}
+		case KEY_STRING:
+		case KEY_NAME:
+		case KEY_PATH:
+			if (k->def_str != NULL &&
+			    (*(char **)field = strdup(k->def_str)) == NULL)
+				return -1;
+			break;
+		case KEY_STRINGS:
+			if (k->def_str != NULL) {
+				char **v = calloc(2, sizeof(*v));
+				*(char ***)field = v;
+				if (v == NULL || (v[0] = strdup(k->def_str)) == NULL)
+					return -1;
+			}
+			break;
+		}
+	}
+	return 0;
+}
+
 /* ---- groups ------------------------------------------------------------- */
 
 static void
@@ -715,6 +821,10 @@ load_task(struct loader *l, const config_setting_t *e, size_t idx,
 	size_t plen;
 
 	t->line = (int)config_setting_source_line(e);
+	if (keys_set_defaults(task_keys, t) < 0)
+		goto nomem;
+	/* Not in the row: limits.timeout is known only now, after the
+	 * file's groups were read. */
 	t->timeout = l->c->timeout;
 	if (buf_printf(&key, "tasks[%zu]", idx) < 0)
 		goto nomem;
@@ -914,13 +1024,7 @@ check_broker(struct loader *l, const config_t *cfg)
 	char err[256];   /* our own text: uri_parse never echoes the input */
 	size_t n = 0;
 
-	if (c->broker_uris == NULL) {
-		if ((c->broker_uris = calloc(2, sizeof(char *))) == NULL ||
-		    (c->broker_uris[0] = strdup(CONF_DEFAULT_URI)) == NULL) {
-			l->nomem = true;
-			return;
-		}
-	}
+	/* broker_uris holds at least its default (the row's one URI). */
 	while (c->broker_uris[n] != NULL)
 		n++;
 	bool list = n > 1 || (config_lookup(cfg, "broker.uri") != NULL &&
@@ -1025,46 +1129,24 @@ check_metrics(struct loader *l, const config_t *cfg)
 
 /* ---- entry points ------------------------------------------------------- */
 
+/* A conf holding every key's default, from the table. */
 static struct conf *
-conf_defaults(const char *path)
+conf_new(const char *path)
 {
 	struct conf *c = calloc(1, sizeof(*c));
 
 	if (c == NULL)
 		return NULL;
-	c->path = strdup(path);
-	c->broker_uri = strdup(CONF_DEFAULT_URI);
-	c->heartbeat = 30;
-	c->prefetch = 0;
-	c->connect_timeout = 10;
-	c->reconnect_max = 30;
-	c->max_unconfirmed = 1000;
-	c->max_message_size = 134217728;
-	c->queue_name = strdup("distributed_tasks");
-	c->queue_durable = true;
-	c->queue_type = CONF_QUEUE_CLASSIC;
-	c->default_task = strdup("");
-	c->reply_queue = strdup("distributed_results");
-	c->io_max_concurrency = 10000;
-	c->io_stack_size = 65536;
-	c->cpu_workers = 0;
-	c->timeout = 300;
-	c->max_payload = 16777216;
-	c->max_deliveries = 5;
-	c->log_level = LOG_LEVEL_INFO;
-	c->shutdown_grace = 30;
-	/* Off unless asked for: a port is the machine's, shared by every
-	 * taskd on it (docs/decisions.md). */
-	c->metrics_listen = strdup("");
-	c->control_exchange = strdup("taskd.control");
-	c->cancel_ttl = 3600;
-	if (c->path == NULL || c->broker_uri == NULL || c->queue_name == NULL ||
-	    c->default_task == NULL || c->reply_queue == NULL || c->metrics_listen == NULL ||
-	    c->control_exchange == NULL) {
-		conf_free(c);
-		return NULL;
-	}
+	if ((c->path = strdup(path)) == NULL)
+		goto nomem;
+	for (const struct group *g = groups; g->name != NULL; g++)
+		if (keys_set_defaults(g->keys, c) < 0)
+			goto nomem;
 	return c;
+
+nomem:
+	conf_free(c);
+	return NULL;
 }
 
 /* plugins = [ "/abs/path.so", ... ]: loading (and the file checks) is the
@@ -1117,7 +1199,7 @@ conf_load(const char *path, char **errs)
 	struct loader l = { .path = path };
 	config_t cfg;
 
-	l.c = conf_defaults(path);
+	l.c = conf_new(path);
 	if (l.c == NULL) {
 		l.nomem = true;
 		goto out;
@@ -1204,4 +1286,98 @@ conf_free(struct conf *c)
 	free(c->metrics_listen);
 	free(c->control_exchange);
 	free(c);
+}
+
+/* ---- the table, shown ---------------------------------------------------- */
+
+static const char *
+key_type_name(enum key_type t)
+{
+	switch (t) {
+	case KEY_INT: return "int";
+	case KEY_SIZE: return "size";
+	case KEY_DOUBLE: return "double";
+	case KEY_BOOL: return "bool";
+	case KEY_STRING: return "string";
+	case KEY_NAME: return "name";
+	case KEY_PATH: return "path";
+	case KEY_ENUM: return "enum";
+	case KEY_STRINGS: return "strings";
+	}
+	return "?";
+}
+
+/* A table string as a config file writes it.  Only our own literals come
+ * here, but quoting them properly costs nothing. */
+static void
+print_quoted(FILE *f, const char *s)
+{
+	fputc('"', f);
+	for (; *s != '\0'; s++) {
+		if (*s == '"' || *s == '\\')
+			fputc('\\', f);
+		fputc(*s, f);
+	}
+	fputc('"', f);
+}
+
+static void
+print_default(FILE *f, const struct key *k)
+{
+	if (k->def_doc != NULL) {
+		fputs(k->def_doc, f);
+		return;
+	}
+	switch (k->type) {
+	case KEY_INT:
+	case KEY_SIZE:
+	case KEY_DOUBLE:
+		fprintf(f, "%.15g", k->def);
+		return;
+	case KEY_BOOL:
+		fputs(k->def != 0 ? "true" : "false", f);
+		return;
+	case KEY_ENUM: {
+		size_t i = (size_t)k->def;
+		if (i < k->nwords && k->words[i] != NULL)
+			print_quoted(f, k->words[i]);
+		else
+			fputc('-', f);
+		return;
+	}
+	case KEY_STRING:
+	case KEY_NAME:
+	case KEY_PATH:
+	case KEY_STRINGS:
+		if (k->def_str != NULL)
+			print_quoted(f, k->def_str);
+		else
+			fputc('-', f);
+		return;
+	}
+}
+
+static void
+print_keys(FILE *f, const char *prefix, const struct key *keys)
+{
+	for (const struct key *k = keys; k->name != NULL; k++) {
+		fprintf(f, "%s.%s\t%s\t%.15g\t%.15g\t%s\t", prefix, k->name,
+		    key_type_name(k->type), k->min, k->max,
+		    k->min_open ? "open" : "closed");
+		print_default(f, k);
+		fputc('\t', f);
+		for (size_t i = 0, n = 0; i < k->nwords; i++)
+			if (k->words[i] != NULL)
+				fprintf(f, "%s%s", n++ > 0 ? "," : "", k->words[i]);
+		fputc('\n', f);
+	}
+}
+
+int
+conf_keys_print(FILE *f)
+{
+	for (const struct group *g = groups; g->name != NULL; g++)
+		print_keys(f, g->name, g->keys);
+	print_keys(f, "tasks", task_keys);
+	return fflush(f) == 0 && !ferror(f) ? 0 : -1;
 }

@@ -14,6 +14,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdio.h>
 
 #include "uri.h"
 
@@ -111,5 +112,12 @@ struct conf *conf_load(const char *path, char **errs);
 const struct conf_task *conf_task_find(const struct conf *c, const char *name);
 
 void conf_free(struct conf *c);
+
+/* Writes the key table to f, one line per key: "group.key" (task keys as
+ * "tasks.key"), type, min, max, "open" when min itself is out of range
+ * (else "closed"), the default as taskd.conf(5) writes it ("-" for none) and an
+ * enum's words, separated by tabs.  For the check that the manual and the
+ * shipped file agree with the table.  Returns 0, or -1 on a write error. */
+int conf_keys_print(FILE *f);
 
 #endif
