@@ -9,9 +9,6 @@
  *
  * Exits 0, or 1 with the reason on standard error.
  */
-#ifdef HAVE_CONFIG_H
-#include "config.h"
-#endif
 
 #include <libconfig.h>
 #include <stdio.h>
