@@ -399,11 +399,19 @@ class FailoverNotCounted(TaskdTestCase):
         docs = [json.loads(r.body) for r in self.client.collect(q, n, 15)]
         return {int(doc["node"].rsplit(":", 1)[1]): doc for doc in docs}
 
-    def test_broker_closes_the_connection(self):
+    def test_quorum_queue(self):
+        self.broker_closes_the_connection("quorum")
+
+    def test_classic_queue(self):
+        # Counted by taskd's copies (x-taskd-deliveries), not the broker.
+        self.broker_closes_the_connection("classic")
+
+    def broker_closes_the_connection(self, queue_type):
         exchange = self.use_exchange(self.prefix + ".control")
         self.use_queue(exchange + ".log")
-        self.client.declare(self.queue, durable=True, arguments={"x-queue-type": "quorum"})
-        conf = {"queue.type": "quorum", "limits.max_deliveries": 2,
+        args = {"x-queue-type": "quorum"} if queue_type == "quorum" else {}
+        self.client.declare(self.queue, durable=True, arguments=args)
+        conf = {"queue.type": queue_type, "limits.max_deliveries": 2,
                 "control.exchange": exchange}
         a = self.taskd(conf, name="a")
         ids = ["fo-%04d" % i for i in range(self.N)]
@@ -440,5 +448,5 @@ class FailoverNotCounted(TaskdTestCase):
         status = self.control_status(exchange, 2)
         for d in (a, b):
             self.assertEqual(status[d.pid]["failovers_remembered"], self.N, d.name)
-        print("\n%d tasks failed over: all answered ok, none run as a suspect; "
-              "%d answers in all" % (self.N, len(got)))
+        print("\n%s: %d tasks failed over: all answered ok, none run as a suspect; "
+              "%d answers in all" % (queue_type, self.N, len(got)))
