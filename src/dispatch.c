@@ -31,6 +31,9 @@ enum task_state {
 	                 * (dispatch_quiet): routed once it is sent */
 	TASK_VETTING,   /* delivered before: waits a little for news that an
 	                 * earlier delivery ended in a failover (task_vet) */
+	TASK_RETURNING, /* handed back during an isolation before the
+	                 * cancel-ok: its copy (kept) waits for it
+	                 * (task_hand_back) */
 };
 
 /* Running a suspect alone (suspect.h): the consumer is cancelled, late
@@ -144,6 +147,7 @@ struct dispatch {
 	bool widen_due;               /* consume again at once after it */
 	ev_timer quiet_bound;
 	struct fifo stash;            /* TASK_STASHED, in delivery order */
+	struct fifo returning;        /* TASK_RETURNING, in delivery order */
 	uint64_t used_by;             /* broker_consumer() of the count below */
 	int used;                     /* its deliveries not yet settled */
 	bool admitting;
@@ -1145,19 +1149,45 @@ dispatch_each_running(const struct dispatch *d,
 
 /* Goes back to the tail of the queue as a copy that keeps its count:
  * basic.reject with requeue would raise it (x-delivery-count on a quorum
- * queue, redelivered on a classic one). */
+ * queue, redelivered on a classic one).  Before the cancel-ok the copy
+ * waits: published at once (on the publish channel, which the broker
+ * orders apart from the cancel on the consume channel), it can be handed
+ * to this very consumer before the cancel is taken, and the cancel then
+ * takes it back counted, as a crash would (seen: an innocent task,
+ * copied twice, rejected as delivery_limit in the PoisonLoop test). */
 static void
 task_hand_back(struct task *t, const amqp_basic_properties_t *props, long before)
 {
 	struct dispatch *d = t->d;
 	d->handed_back++;
-	if (t->dlv->len > dispatch_max_message(d) ||
-	    task_send_back(t, props, before) < 0) {
+	struct recount *r = t->dlv->len > dispatch_max_message(d) ? NULL :
+	    task_recount(t, props, before);
+	if (r == NULL) {
 		/* A copy the broker would refuse, or no memory: it costs a
 		 * delivery, as a stop would. */
 		log_warn("task %s (%s) sent back to the queue uncopied: its delivery counts",
 		    t->env.task_id, t->env.task ? t->env.task : "no name");
 		task_requeue(t);
+		return;
+	}
+	if (!d->cancel_seen) {
+		t->kept = r;
+		t->state = TASK_RETURNING;
+		fifo_push(&d->returning, t);
+		return;
+	}
+	task_send_copy(t, r);
+}
+
+/* No delivery can follow now: the copies that waited for that go out. */
+static void
+dispatch_send_returning(struct dispatch *d)
+{
+	struct task *t;
+	while ((t = fifo_pop(&d->returning)) != NULL) {
+		struct recount *r = t->kept;
+		t->kept = NULL;
+		task_send_copy(t, r);
 	}
 }
 
@@ -1292,6 +1322,7 @@ dispatch_on_cancelled(void *ctx)
 {
 	struct dispatch *d = ctx;
 	d->cancel_seen = true;
+	dispatch_send_returning(d);
 	if (d->parked != NULL) {
 		struct task *t = d->parked;
 		struct recount *copy = d->parked_copy;
@@ -1469,6 +1500,9 @@ task_drop(struct task *t)
 		break;
 	case TASK_VETTING:
 		fifo_remove(&d->vetting, t);
+		break;
+	case TASK_RETURNING:
+		fifo_remove(&d->returning, t);
 		break;
 	case TASK_SUSPECT:
 	case TASK_RETRY:
