@@ -690,6 +690,14 @@ set_names(struct control *c, const struct control_params *p)
 	return 0;
 }
 
+/* Failovers are told and heard only with fleet control on. */
+static void
+attach_failovers(struct control *c)
+{
+	dispatch_set_failovers(c->dispatch, c->exchange[0] != '\0' ? c->failovers : NULL,
+	    c->ttl);
+}
+
 struct control *
 control_new(struct ev_loop *loop, struct broker *b, struct dispatch *d,
     struct pool *pool, const struct control_params *params)
@@ -714,7 +722,7 @@ control_new(struct ev_loop *loop, struct broker *b, struct dispatch *d,
 	ev_timer_init(&c->report, report_cb, REPORT_RETRY, 0.0);
 	c->report.data = c;
 	dispatch_set_cancels(d, c->cancels);
-	dispatch_set_failovers(d, c->exchange[0] != '\0' ? c->failovers : NULL, c->ttl);
+	attach_failovers(c);
 	broker_set_side(b, &control_side_ops, c);
 	return c;
 }
@@ -724,8 +732,7 @@ control_reconfigure(struct control *c, const struct control_params *params)
 {
 	if (set_names(c, params) < 0)
 		return -1;
-	dispatch_set_failovers(c->dispatch, c->exchange[0] != '\0' ? c->failovers : NULL,
-	    c->ttl);
+	attach_failovers(c);
 	return 0;
 }
 
@@ -736,10 +743,10 @@ control_free(struct control *c)
 		return;
 	if (c->broker != NULL)
 		broker_set_side(c->broker, NULL, NULL);
-	if (c->dispatch != NULL)
+	if (c->dispatch != NULL) {
 		dispatch_set_cancels(c->dispatch, NULL);
-	if (c->dispatch != NULL)
 		dispatch_set_failovers(c->dispatch, NULL, 0);
+	}
 	ev_timer_stop(c->loop, &c->expire);
 	ev_timer_stop(c->loop, &c->report);
 	idset_free(c->cancels);

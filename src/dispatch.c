@@ -855,16 +855,15 @@ task_vet(struct task *t, const amqp_basic_properties_t *props)
 	return true;
 }
 
-/* Vetting tasks whose wait is over, or all of them (news came: each is
- * counted again, and the first in line goes on first). */
+/* Vetting tasks whose wait is over go on, counted again, in line. */
 static void
-dispatch_vetted(struct dispatch *d, bool all)
+dispatch_vetted(struct dispatch *d)
 {
 	double now = ev_now(d->loop);
 	struct task *t;
 	ev_timer_stop(d->loop, &d->vet);
 	while ((t = d->vetting.head) != NULL) {
-		if (!all && t->vet_until > now) {
+		if (t->vet_until > now) {
 			ev_timer_set(&d->vet, t->vet_until - now, 0.0);
 			ev_timer_start(d->loop, &d->vet);
 			break;
@@ -880,7 +879,7 @@ dispatch_vet_cb(struct ev_loop *loop, ev_timer *w, int revents)
 {
 	(void)loop;
 	(void)revents;
-	dispatch_vetted(w->data, false);
+	dispatch_vetted(w->data);
 }
 
 void
@@ -901,7 +900,7 @@ dispatch_failovers_heard(struct dispatch *d)
 		fifo_push(&cleared, t);
 	d->vetting = cleared;
 	if (d->vetting.head != NULL && d->vetting.head->vet_until == 0)
-		dispatch_vetted(d, false);
+		dispatch_vetted(d);
 }
 
 /* A parsed delivery, counted: rejected past the limit, stashed during a
